@@ -1,0 +1,50 @@
+"""Bulk apply on the local provider: N creates in one apply, time per step at several sizes.
+
+Recording a step must not cost more as the state grows, so the time per step at 10,000 should
+stay within 20% of that at 1,000.
+
+    python -m bench.apply_bulk [--sizes 1000,10000] [--parallelism 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench.common import report, run_volplan, write_volumes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000", help="comma-separated volume counts")
+    parser.add_argument("--parallelism", type=int, default=10)
+    arguments = parser.parse_args()
+
+    per_step: dict[int, float] = {}
+    for count in (int(size) for size in arguments.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="volplan-bench-") as scratch:
+            project = Path(scratch) / "project"
+            write_volumes(project, count)
+            env = {"VOLPLAN_LOCAL_ROOT": str(Path(scratch) / "root")}
+            seconds, peak = run_volplan(
+                project, "apply", "--auto-approve", "--parallelism", str(arguments.parallelism), env=env
+            )
+            per_step[count] = seconds / count
+            command = f"python -m bench.apply_bulk --sizes {count} --parallelism {arguments.parallelism}"
+            report(
+                f"apply of {count} creates", f"{seconds:.1f} s wall, {per_step[count] * 1000:.2f} ms per step", command
+            )
+
+    sizes = sorted(per_step)
+    if len(sizes) > 1:
+        ratio = per_step[sizes[-1]] / per_step[sizes[0]]
+        report(
+            f"time per step at {sizes[-1]} vs {sizes[0]}",
+            f"{ratio:.2f}x (target: at most 1.20x)",
+            f"python -m bench.apply_bulk --sizes {arguments.sizes}",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""What every command shares: global options, output with colour, the workspace, common options."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.errors import ConfigError, ConfigIssue, UsageError, VolplanError
+from engine.project import Project, Settings, load_project, load_settings
+from engine.units import UnitError, parse_duration
+from engine.workflow import Workspace
+from providers.registry import ProviderSet, parse_provider_flag
+from state.store import LocalStateStore
+
+STATE_FILE = "volplan.state.json"
+
+
+@dataclass
+class GlobalOptions:
+    directory: Path = field(default_factory=Path.cwd)
+    state: str | None = None
+    providers: list[str] = field(default_factory=list)
+    color: bool = True
+
+
+_ROLE_STYLES: dict[str, dict[str, Any]] = {
+    "create": {"fg": "green"},
+    "update": {"fg": "yellow"},
+    "replace": {"fg": "magenta"},
+    "delete": {"fg": "red"},
+    "warning": {"fg": "yellow", "bold": True},
+    "error": {"fg": "red", "bold": True},
+    "bold": {"bold": True},
+}
+
+
+def color_enabled(options: GlobalOptions) -> bool:
+    return options.color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+class Output:
+    """Printing for one command, with colour only where the user wants it."""
+
+    def __init__(self, color: bool) -> None:
+        self.color = color
+        self._lock = threading.Lock()
+
+    def paint(self, text: str, role: str) -> str:
+        return click.style(text, **_ROLE_STYLES.get(role, {})) if self.color else text
+
+    def echo(self, text: str = "", *, err: bool = False) -> None:
+        with self._lock:
+            click.echo(text, err=err, color=self.color)
+
+
+def error_text(error: VolplanError, output: Output) -> str:
+    lines = [output.paint("Error: ", "error") + error.title]
+    if error.detail:
+        lines.append("")
+        lines.extend("  " + line for line in error.detail.splitlines())
+    return "\n".join(lines)
+
+
+def parse_duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
+    if value is None:
+        return 0.0
+    try:
+        seconds = parse_duration(value, allow_off=False)
+    except UnitError as error:
+        raise click.BadParameter(f"{value!r} {error.problem}. {error.fix}") from None
+    if seconds is None or seconds < 0:
+        raise click.BadParameter(f"{value!r} must not be negative.")
+    return float(seconds)
+
+
+def make_workspace(options: GlobalOptions, project: Project | None = None) -> Workspace:
+    root = options.directory.absolute()
+    state_path = Path(options.state) if options.state else root / STATE_FILE
+    if options.state and options.state.startswith("s3://"):
+        raise UsageError(
+            "S3 state not available", "this volplan reads and writes local state files only; pass --state PATH."
+        )
+    if not state_path.is_absolute():
+        state_path = Path.cwd() / state_path
+
+    providers = ProviderSet()
+    if project is not None:
+        for backend, settings in project.settings.providers.items():
+            providers.kinds[backend] = settings.kind
+            providers.options[backend] = settings.options
+    for flag in options.providers:
+        backend, kind = parse_provider_flag(flag)
+        providers.kinds[backend] = kind
+    return Workspace(root, LocalStateStore(state_path), providers)
+
+
+def load(options: GlobalOptions, files: tuple[str, ...]) -> Project:
+    return load_project(options.directory.absolute(), list(files) or None)
+
+
+file_option = click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    metavar="FILE",
+    help="Only plan the resources of this configuration file. Repeatable.",
+)
+refresh_option = click.option(
+    "--refresh",
+    type=click.BOOL,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    show_default=True,
+    help="Read the volumes' real state from the providers first.",
+)
+replace_option = click.option(
+    "--allow-replace", is_flag=True, help="Allow changes that replace a volume, destroying its data."
+)
+
+
+def load_project_settings(root: Path) -> Settings:
+    issues: list[ConfigIssue] = []
+    settings = load_settings(root, issues)
+    if issues:
+        raise ConfigError(issues)
+    return settings

@@ -1,0 +1,326 @@
+"""Compare the desired resources with the refreshed prior state and produce the plan.
+
+Pure: no files, no providers. The refresh results come in as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from engine.actions import Action, Change, Plan, Record
+from engine.errors import PlanError
+from engine.project import DesiredVolume, Project
+from engine.units import format_size
+from providers.base import VolumeFacts
+from state.model import State
+
+# Fields a provider reports; compared after a refresh.
+_PROVIDER_FIELDS = ("size_gb", "tags")
+# Fields that only the state holds; a difference is recorded without a provider call.
+STATE_ONLY_FIELDS = ("file", "auto_cleanup_duration", "name")
+# Fields that place a volume; a change needs a new volume.
+_PLACEMENT_FIELDS = ("backend", "region", "availability_zone")
+
+# Destructive changes first in the execution order, so that a replaced name is free again
+# before its new volume is made.
+_ACTION_RANK = {
+    Action.DELETE: 0,
+    Action.DEREGISTER: 1,
+    Action.REPLACE: 2,
+    Action.UPDATE: 3,
+    Action.CREATE: 4,
+    Action.REGISTER: 5,
+    Action.NO_OP: 6,
+}
+
+
+@dataclass
+class PlanInput:
+    project: Project
+    prior: State | None
+    # Facts by address for every prior record that was refreshed; None means the provider no
+    # longer has it. Records that were not refreshed are absent.
+    facts: Mapping[str, VolumeFacts | None]
+    provider_kind: Callable[[str], str]
+    # What the providers report for each volume_id that a configuration registers; None
+    # means it does not exist. Ids that were not looked up are absent.
+    registered: Mapping[str, VolumeFacts | None] = field(default_factory=dict)
+    allow_replace: bool = False
+    provider_header: list[str] = field(default_factory=list)
+
+
+def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
+    config = volume.config
+    return {
+        "address": volume.address,
+        "kind": "volume",
+        "name": config.name,
+        "backend": config.backend,
+        "region": config.region,
+        "availability_zone": config.availability_zone,
+        "size_gb": config.size_gb,
+        "tags": dict(config.tags),
+        "external": config.external,
+        "id": config.volume_id or config.claim_name,
+        "auto_cleanup_duration": config.auto_cleanup_duration,
+        "file": volume.file,
+        "provider": provider_kind,
+    }
+
+
+def refreshed_record(record: Record, facts: VolumeFacts) -> Record:
+    """The prior record with what the provider reports now."""
+    updated = dict(record)
+    updated["size_gb"] = facts.size_gb
+    updated["availability_zone"] = facts.availability_zone
+    if not record.get("external"):
+        updated["tags"] = dict(facts.tags)
+    return updated
+
+
+def make_plan(source: PlanInput) -> Plan:
+    """Diff desired against prior; raise PlanError with every problem found."""
+    prior = source.prior.resources if source.prior else {}
+    plan = Plan(
+        changes=[],
+        lineage=source.prior.lineage if source.prior else None,
+        serial=source.prior.serial if source.prior else None,
+    )
+    plan.notes.extend(source.provider_header)
+    errors: list[str] = []
+
+    for address in sorted(set(source.project.volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}):
+        desired = source.project.volumes.get(address)
+        record = prior.get(address)
+        if desired is None and record is not None and not source.project.selects(record.get("file")):
+            continue
+        change = _plan_volume(source, desired, record, plan, errors)
+        if change is not None:
+            plan.changes.append(change)
+
+    for address, run in sorted(source.project.runs.items()):
+        plan.notes.append(f"{address} ({run.file}): runs are not managed yet; its volumes are planned on their own.")
+
+    if errors:
+        raise PlanError("Cannot plan", "\n".join(errors))
+    _order(plan)
+    return plan
+
+
+def _plan_volume(
+    source: PlanInput,
+    desired: DesiredVolume | None,
+    record: Record | None,
+    plan: Plan,
+    errors: list[str],
+) -> Change | None:
+    if record is None:
+        assert desired is not None
+        after = desired_volume_record(desired, source.provider_kind(desired.config.backend))
+        if desired.config.external:
+            if after["id"] in source.registered and source.registered[after["id"]] is None:
+                errors.append(
+                    f"{desired.file}:{desired.line or 1}: {desired.address}: volume_id {after['id']} does not exist "
+                    f"in the {after['provider']} provider. Check the id, or create the volume first."
+                )
+                return None
+            return Change(
+                desired.address,
+                Action.REGISTER,
+                f"{desired.file} registers the existing volume {after['id']}",
+                None,
+                after,
+            )
+        return Change(desired.address, Action.CREATE, f"{desired.file} defines a new volume", None, after)
+
+    facts = source.facts.get(record["address"], record)  # absent: not refreshed
+    vanished = record["address"] in source.facts and facts is None
+    current = refreshed_record(record, facts) if isinstance(facts, VolumeFacts) else record
+
+    if desired is None:
+        return _plan_removal(current, vanished)
+    return _plan_existing(source, desired, current, vanished, plan, errors)
+
+
+def _plan_removal(record: Record, vanished: bool) -> Change:
+    address = record["address"]
+    if record.get("external"):
+        return Change(
+            address, Action.DEREGISTER, "its configuration is gone; the volume and its data are kept", record, None
+        )
+    if vanished:
+        return Change(
+            address,
+            Action.DELETE,
+            "its configuration is gone, and the volume was already deleted outside volplan",
+            record,
+            None,
+        )
+    size = f" ({format_size(record['size_gb'])})" if record.get("size_gb") else ""
+    return Change(
+        address,
+        Action.DELETE,
+        f"its configuration is gone; the volume{size} and its data will be destroyed",
+        record,
+        None,
+        destroys_data=True,
+    )
+
+
+def _plan_existing(
+    source: PlanInput,
+    desired: DesiredVolume,
+    current: Record,
+    vanished: bool,
+    plan: Plan,
+    errors: list[str],
+) -> Change | None:
+    address = desired.address
+    config = desired.config
+    kind = source.provider_kind(config.backend)
+
+    if current.get("provider") != kind:
+        plan.warnings.append(
+            f"{address} was made by the {current.get('provider')} provider, but backend {config.backend} is now "
+            f"served by the {kind} provider; volplan never hands a resource to another provider, so it is left "
+            f"alone. To move it, delete it with the {current.get('provider')} provider first, or run "
+            f"'volplan state rm {address}' and register it again with volume_id:."
+        )
+        return Change(address, Action.NO_OP, f"managed by the {current.get('provider')} provider", current, current)
+
+    after = desired_volume_record(desired, kind)
+    after["id"] = current["id"] if not config.external else after["id"]
+    for name in ("availability_zone",):
+        if after[name] is None:
+            after[name] = current.get(name)
+    for name in ("created_at",):
+        if name in current:
+            after[name] = current[name]
+
+    if vanished:
+        if config.external:
+            errors.append(
+                f"{desired.file}: {address}: the registered volume {current['id']} no longer exists. "
+                "Fix volume_id:, or remove the file to deregister it."
+            )
+            return None
+        after["id"] = None
+        plan.warnings.append(
+            f"{address}: volume {current['id']} was deleted outside volplan; it will be created again, empty: its data is gone."
+        )
+        return Change(address, Action.CREATE, f"volume {current['id']} no longer exists", current, after)
+
+    replace = _replacement_reason(current, after)
+    if replace:
+        return _plan_replace(source, desired, current, after, replace, errors)
+    if config.external:
+        return _plan_external_update(current, after)
+    return _plan_managed_update(desired, current, after, errors)
+
+
+def _replacement_reason(current: Record, after: Record) -> str:
+    if bool(current.get("external")) != bool(after["external"]):
+        return "it changes between registered and managed"
+    if after["external"] and current.get("id") != after["id"]:
+        return f"volume_id changes from {current.get('id')} to {after['id']}"
+    for name in _PLACEMENT_FIELDS:
+        if after.get(name) is not None and current.get(name) != after[name]:
+            return f"{name} changes from {current.get(name)} to {after[name]}, which needs a new volume"
+    return ""
+
+
+def _plan_replace(
+    source: PlanInput, desired: DesiredVolume, current: Record, after: Record, reason: str, errors: list[str]
+) -> Change | None:
+    destroys = not current.get("external")
+    if not desired.config.external:
+        after["id"] = None
+        if not desired.config.availability_zone:
+            after["availability_zone"] = None
+    if destroys and not source.allow_replace:
+        errors.append(
+            f"{desired.file}: {desired.address}: {reason}; replacing it would destroy volume {current['id']} and its data. "
+            "Revert the change, or run again with --allow-replace to replace it."
+        )
+        return None
+    return Change(
+        desired.address,
+        Action.REPLACE,
+        reason,
+        current,
+        after,
+        destroys_data=destroys,
+        changed_fields=_changed(current, after),
+    )
+
+
+def _plan_external_update(current: Record, after: Record) -> Change:
+    # A registered volume is never modified: its real size and zone are what the provider says.
+    after["size_gb"] = current.get("size_gb")
+    after["tags"] = current.get("tags", {})
+    changed = _changed(current, after)
+    if not changed:
+        return Change(after["address"], Action.NO_OP, "matches the configuration", current, after)
+    return Change(
+        after["address"],
+        Action.UPDATE,
+        "configuration details changed (state only)",
+        current,
+        after,
+        changed_fields=changed,
+    )
+
+
+def _plan_managed_update(desired: DesiredVolume, current: Record, after: Record, errors: list[str]) -> Change | None:
+    size_now = current.get("size_gb") or 0
+    if after["size_gb"] is not None and after["size_gb"] < size_now:
+        where = f"{desired.file}:{desired.size_line}" if desired.size_line else desired.file
+        errors.append(
+            f"{where}: {desired.address}: size {format_size(after['size_gb'])} is smaller than the volume's "
+            f"{format_size(size_now)}; volumes only grow, and a smaller one would need a new volume without "
+            f"its data. Set size: {format_size(size_now)} or more."
+        )
+        return None
+
+    changed = _changed(current, after)
+    if not changed:
+        return Change(desired.address, Action.NO_OP, "matches the configuration", current, after)
+    reasons = []
+    if "size_gb" in changed:
+        reasons.append(f"size grows from {format_size(size_now)} to {format_size(after['size_gb'])}")
+    if "tags" in changed:
+        reasons.append("tags changed")
+    reasons.extend(f"{name} changed" for name in changed if name in STATE_ONLY_FIELDS)
+    return Change(desired.address, Action.UPDATE, "; ".join(reasons), current, after, changed_fields=changed)
+
+
+def _changed(before: Record, after: Record) -> tuple[str, ...]:
+    names = _PROVIDER_FIELDS + STATE_ONLY_FIELDS + _PLACEMENT_FIELDS + ("external", "id")
+    return tuple(name for name in names if before.get(name) != after.get(name))
+
+
+def build_graph(plan: Plan) -> nx.DiGraph:
+    """The dependency graph of the plan's actionable changes; raises PlanError on a cycle."""
+    graph: nx.DiGraph = nx.DiGraph()
+    for change in plan.actionable:
+        graph.add_node(change.address, change=change)
+    graph.add_edges_from(plan.edges)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return graph
+    path = " -> ".join(edge[0] for edge in cycle) + f" -> {cycle[0][0]}"
+    raise PlanError("Dependency cycle", f"the plan cannot be ordered: {path}.")
+
+
+def _order(plan: Plan) -> None:
+    """Sort changes into a stable execution order that respects every edge."""
+    graph = build_graph(plan)
+    by_address = {change.address: change for change in plan.changes}
+    rank = {c.address: f"{_ACTION_RANK[c.action]}:{c.address}" for c in plan.changes}
+    ordered = list(nx.lexicographical_topological_sort(graph, key=lambda address: rank[address]))
+    no_ops = sorted((c for c in plan.changes if not c.action.is_change), key=lambda c: c.address)
+    plan.changes = [by_address[address] for address in ordered] + no_ops

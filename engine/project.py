@@ -1,0 +1,301 @@
+"""Load a project folder: its `*.dstack.yml` files, its optional `volplan.yml`, and the
+resources those files ask for."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import RunConfiguration, VolumeConfiguration, parse_configuration
+from engine.documents import Document, load_document
+from engine.errors import ConfigError, ConfigIssue, UsageError
+
+CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
+SETTINGS_FILE = "volplan.yml"
+MAX_CONFIG_FILES = 1_000_000
+SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class DesiredVolume:
+    address: str
+    config: VolumeConfiguration
+    file: str
+    line: int | None
+    size_line: int | None
+
+
+@dataclass(frozen=True)
+class DesiredRun:
+    address: str
+    config: RunConfiguration
+    file: str
+
+
+@dataclass
+class ProviderSettings:
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    protect: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Project:
+    root: Path
+    settings: Settings
+    volumes: dict[str, DesiredVolume]
+    runs: dict[str, DesiredRun]
+    files: list[str]
+    # None when every file of the project was loaded; else the files selected with -f.
+    selected_files: list[str] | None = None
+
+    def selects(self, file: str | None) -> bool:
+        return self.selected_files is None or file in self.selected_files
+
+
+def is_config_file(name: str) -> bool:
+    return name.endswith(CONFIG_SUFFIXES) or name in (".dstack.yml", ".dstack.yaml")
+
+
+def discover_files(root: Path) -> list[str]:
+    """List configuration files below `root`, as sorted POSIX paths relative to it."""
+    found: list[str] = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in SKIPPED_FOLDERS)
+        for name in names:
+            if is_config_file(name):
+                found.append(Path(folder, name).relative_to(root).as_posix())
+                if len(found) > MAX_CONFIG_FILES:
+                    raise UsageError(
+                        "Too many configuration files",
+                        f"{root} holds more than {MAX_CONFIG_FILES:,} configuration files. "
+                        "Point -C at the project folder itself, or select files with -f.",
+                    )
+    return sorted(found)
+
+
+def run_name_for(file: str, config: RunConfiguration) -> str:
+    if config.name:
+        return config.name
+    name = Path(file).name
+    for suffix in CONFIG_SUFFIXES:
+        if name.endswith(suffix) and name != suffix:
+            return name[: -len(suffix)]
+    parent = Path(file).parent.name
+    return parent or "run"
+
+
+def load_project(root: Path, selected: list[str] | None = None) -> Project:
+    """Load and check every configuration; all problems of all files raise one ConfigError."""
+    if not root.is_dir():
+        raise UsageError("Project folder not found", f"{root} is not a folder. Pass -C DIR with the project folder.")
+
+    files = _resolve_selected(root, selected) if selected else discover_files(root)
+    issues: list[ConfigIssue] = []
+    settings = load_settings(root, issues)
+    volumes: dict[str, DesiredVolume] = {}
+    runs: dict[str, DesiredRun] = {}
+
+    for file in files:
+        document, file_issues = _read(root, file)
+        issues.extend(file_issues)
+        if document is None:
+            continue
+        config, config_issues = parse_configuration(document)
+        issues.extend(config_issues)
+        if isinstance(config, VolumeConfiguration):
+            _add_volume(volumes, document, config, file, issues)
+        elif isinstance(config, RunConfiguration):
+            _add_run(runs, config, file, issues)
+
+    if issues:
+        raise ConfigError(issues)
+    return Project(root, settings, volumes, runs, files, selected_files=list(files) if selected else None)
+
+
+def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
+    resolved = []
+    for name in selected:
+        path = (root / name) if not Path(name).is_absolute() else Path(name)
+        if not path.is_file():
+            raise UsageError("Configuration file not found", f"{name} does not exist (looked in {root}).")
+        try:
+            resolved.append(path.resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:
+            raise UsageError(
+                "Configuration file outside the project",
+                f"{name} is not inside the project folder {root}. Run volplan with -C pointing at its folder.",
+            ) from None
+    return sorted(set(resolved))
+
+
+def _read(root: Path, file: str) -> tuple[Document | None, list[ConfigIssue]]:
+    try:
+        raw = (root / file).read_bytes()
+    except OSError as error:
+        return None, [ConfigIssue(file, None, None, "", None, f"cannot be read ({error.strerror})")]
+    return load_document(file, raw)
+
+
+def _add_volume(
+    volumes: dict[str, DesiredVolume],
+    document: Document,
+    config: VolumeConfiguration,
+    file: str,
+    issues: list[ConfigIssue],
+) -> None:
+    address = f"volume.{config.name}"
+    if address in volumes:
+        first = volumes[address]
+        issues.append(
+            document.issue(
+                ("name",),
+                f"is already the name of the volume in {first.file}" + (f":{first.line}" if first.line else ""),
+                value=config.name,
+                fix="Volume names are unique in a project: rename one of the two.",
+            )
+        )
+        return
+    line, _ = document.position(("name",))
+    size_line, _ = document.position(("size",))
+    volumes[address] = DesiredVolume(address, config, file, line, size_line)
+
+
+def _add_run(runs: dict[str, DesiredRun], config: RunConfiguration, file: str, issues: list[ConfigIssue]) -> None:
+    address = f"run.{run_name_for(file, config)}"
+    if address in runs:
+        issues.append(
+            ConfigIssue(
+                file,
+                None,
+                None,
+                "name",
+                None,
+                f"gives the run the name of the run in {runs[address].file}",
+                "Run names are unique in a project: set a different name: in one of the two files.",
+            )
+        )
+        return
+    runs[address] = DesiredRun(address, config, file)
+
+
+def load_settings(root: Path, issues: list[ConfigIssue]) -> Settings:
+    """Read `volplan.yml`; every key is optional."""
+    path = root / SETTINGS_FILE
+    if not path.is_file():
+        return Settings()
+    document, file_issues = load_document(SETTINGS_FILE, path.read_bytes())
+    issues.extend(file_issues)
+    if document is None:
+        return Settings()
+    data = document.data
+    if not isinstance(data, dict):
+        issues.append(document.issue((), "is not a mapping", fix="Write providers:, state:, moved: or protect: keys."))
+        return Settings()
+
+    settings = Settings()
+    for key in data:
+        if key not in ("providers", "state", "moved", "protect"):
+            issues.append(
+                document.issue(
+                    (str(key),),
+                    "is not a volplan.yml key",
+                    key=True,
+                    show_value=False,
+                    fix="Use providers:, state:, moved: or protect:.",
+                )
+            )
+    _read_providers(document, data.get("providers"), settings, issues)
+    _read_state_settings(document, data.get("state"), settings, issues)
+    _read_moved(document, data.get("moved"), settings, issues)
+    _read_protect(document, data.get("protect"), settings, issues)
+    return settings
+
+
+def _read_providers(document: Document, value: Any, settings: Settings, issues: list[ConfigIssue]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        issues.append(
+            document.issue(
+                ("providers",),
+                "must map backends to provider settings",
+                value=value,
+                fix="Write providers: {aws: {kind: aws}}.",
+            )
+        )
+        return
+    for backend, options in value.items():
+        if not isinstance(options, dict) or not isinstance(options.get("kind"), str):
+            issues.append(
+                document.issue(
+                    ("providers", str(backend)),
+                    "needs a kind: (local or aws)",
+                    value=options,
+                    fix=f"Write providers: {{{backend}: {{kind: local}}}}.",
+                )
+            )
+            continue
+        rest = {k: v for k, v in options.items() if k != "kind"}
+        settings.providers[str(backend)] = ProviderSettings(options["kind"], rest)
+
+
+def _read_state_settings(document: Document, value: Any, settings: Settings, issues: list[ConfigIssue]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        issues.append(
+            document.issue(("state",), "must be a mapping", value=value, fix="Write state: {path: volplan.state.json}.")
+        )
+        return
+    settings.state = dict(value)
+
+
+def _read_moved(document: Document, value: Any, settings: Settings, issues: list[ConfigIssue]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        issues.append(
+            document.issue(
+                ("moved",), "must be a list", value=value, fix="Write moved: [{from: volume.a, to: volume.b}]."
+            )
+        )
+        return
+    for index, entry in enumerate(value):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("from"), str)
+            or not isinstance(entry.get("to"), str)
+        ):
+            issues.append(
+                document.issue(
+                    ("moved", index),
+                    "needs from: and to: addresses",
+                    value=entry,
+                    fix="Write - from: volume.old-name followed by to: volume.new-name.",
+                )
+            )
+            continue
+        settings.moved.append((entry["from"], entry["to"]))
+
+
+def _read_protect(document: Document, value: Any, settings: Settings, issues: list[ConfigIssue]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        issues.append(
+            document.issue(
+                ("protect",), "must be a list of addresses", value=value, fix="Write protect: [volume.training-data]."
+            )
+        )
+        return
+    settings.protect = list(value)

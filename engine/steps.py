@@ -1,0 +1,135 @@
+"""Carry out one change: the provider calls for its action, recorded in the journal.
+
+An intent is written before each call that creates or destroys something, and the resulting
+record (or its removal) right after, so every finished step is durable before any step that
+depends on it starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+
+from engine.actions import Action, Change, Record
+from engine.planner import STATE_ONLY_FIELDS
+from providers.base import VolumeFacts, VolumeSpec
+from providers.registry import ProviderSet
+from state.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+def make_token(lineage: str, address: str, intent_id: str) -> str:
+    """An idempotency token: the same for a retried call, new for a later re-create."""
+    return hashlib.sha256(f"{lineage}\n{address}\n{intent_id}".encode()).hexdigest()[:40]
+
+
+def record_from_facts(after: Record, facts: VolumeFacts) -> Record:
+    record = dict(after)
+    record["id"] = facts.id
+    record["availability_zone"] = facts.availability_zone
+    record["size_gb"] = facts.size_gb
+    record["created_at"] = facts.created_at
+    if after.get("external"):
+        record["tags"] = dict(facts.tags)
+        record["region"] = facts.region
+    return record
+
+
+class StepRunner:
+    """Runs changes against providers; every result goes to the journal and to `results`."""
+
+    def __init__(self, providers: ProviderSet, journal: Journal, lineage: str) -> None:
+        self.providers = providers
+        self.journal = journal
+        self.lineage = lineage
+        self.results: list[tuple[str, Record | None]] = []
+        self._latest: dict[str, Record | None] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, change: Change) -> str | None:
+        """Carry out `change`; return the provider id of the resource it leaves, if any."""
+        handlers = {
+            Action.CREATE: self._create,
+            Action.REGISTER: self._register,
+            Action.UPDATE: self._update,
+            Action.REPLACE: self._replace,
+            Action.DELETE: self._delete,
+            Action.DEREGISTER: self._deregister,
+        }
+        handlers[change.action](change)
+        with self._lock:
+            record = self._latest.get(change.address)
+        return record.get("id") if record else None
+
+    def _record(self, seq: int | None, address: str, record: Record | None) -> None:
+        self.journal.done(seq, address, record)
+        with self._lock:
+            self.results.append((address, record))
+            self._latest[address] = record
+
+    def _create(self, change: Change) -> None:
+        after = change.after
+        assert after is not None
+        provider = self.providers.by_kind(after["provider"], after["backend"])
+        token = make_token(self.lineage, change.address, uuid.uuid4().hex)
+        seq = self.journal.intent(change.address, Action.CREATE.value, token, after)
+        spec = VolumeSpec(
+            address=change.address,
+            name=after["name"],
+            backend=after["backend"],
+            region=after["region"],
+            availability_zone=after["availability_zone"],
+            size_gb=after["size_gb"],
+            tags=after["tags"],
+            lineage=self.lineage,
+        )
+        facts = provider.create_volume(spec, token)
+        self._record(seq, change.address, record_from_facts(after, facts))
+
+    def _register(self, change: Change) -> None:
+        after = change.after
+        assert after is not None
+        provider = self.providers.by_kind(after["provider"], after["backend"])
+        facts = provider.read_volume(after["id"])
+        self._record(None, change.address, record_from_facts(after, facts))
+
+    def _update(self, change: Change) -> None:
+        before, after = change.before, change.after
+        assert before is not None and after is not None
+        record = dict(after)
+        provider_fields = [name for name in change.changed_fields if name not in STATE_ONLY_FIELDS]
+        if provider_fields and not after.get("external"):
+            provider = self.providers.by_kind(after["provider"], after["backend"])
+            facts = provider.update_volume(
+                after["id"],
+                size_gb=after["size_gb"] if "size_gb" in provider_fields else None,
+                tags=after["tags"] if "tags" in provider_fields else None,
+            )
+            record = record_from_facts(after, facts)
+        self._record(None, change.address, record)
+
+    def _replace(self, change: Change) -> None:
+        before, after = change.before, change.after
+        assert before is not None and after is not None
+        if before.get("external"):
+            self._record(None, change.address, None)
+        else:
+            self._delete(change)
+        if after.get("external"):
+            self._register(change)
+        else:
+            self._create(change)
+
+    def _delete(self, change: Change) -> None:
+        before = change.before
+        assert before is not None
+        provider = self.providers.by_kind(before["provider"], before["backend"])
+        seq = self.journal.intent(change.address, Action.DELETE.value, before["id"], None)
+        provider.delete_volume(before["id"])
+        self._record(seq, change.address, None)
+
+    def _deregister(self, change: Change) -> None:
+        self._record(None, change.address, None)

@@ -1,0 +1,1 @@
+"""The state file: its model, storage, lock, backup and write-ahead journal."""

@@ -1,0 +1,143 @@
+"""The state file's model and its canonical JSON form.
+
+The file is exactly `json.dumps(state, indent=2, sort_keys=True) + "\\n"` with the resources
+sorted by address, so that a git diff shows only real changes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import StateError
+
+STATE_VERSION = 1
+
+Record = dict[str, Any]
+
+# Fields every record of a kind must carry, with their JSON types.
+_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "volume": {
+        "address": str,
+        "kind": str,
+        "name": str,
+        "id": str,
+        "provider": str,
+        "backend": str,
+        "external": bool,
+    },
+}
+
+
+@dataclass
+class State:
+    lineage: str
+    serial: int = 0
+    resources: dict[str, Record] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+    @classmethod
+    def new(cls) -> State:
+        return cls(lineage=str(uuid.uuid4()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "resources": [self.resources[address] for address in sorted(self.resources)],
+        }
+
+    def to_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+    def same_content(self, other: State) -> bool:
+        return self.lineage == other.lineage and self.resources == other.resources
+
+    def copy(self) -> State:
+        return State(self.lineage, self.serial, {a: dict(r) for a, r in self.resources.items()}, self.version)
+
+
+def parse_state(text: str, origin: str) -> State:
+    """Parse and check a state file's text; a damaged file raises StateError naming the fix."""
+    restore = f"Restore it from git or from {origin}.backup, then run the command again."
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise StateError(
+            "Damaged state file",
+            f"{origin}:{error.lineno}:{error.colno}: invalid JSON ({error.msg}). {restore}",
+        ) from None
+    if not isinstance(data, dict):
+        raise StateError("Damaged state file", f"{origin}: the top level is not a JSON object. {restore}")
+
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise StateError("Damaged state file", f"{origin}: version is {version!r}, expected a number. {restore}")
+    if version > STATE_VERSION:
+        raise StateError(
+            "State file from a newer volplan",
+            f"{origin} has version {version}; this volplan reads up to version {STATE_VERSION}. "
+            "Upgrade volplan; the file was left untouched.",
+        )
+
+    lineage = data.get("lineage")
+    serial = data.get("serial")
+    resources = data.get("resources")
+    if not isinstance(lineage, str) or not _is_uuid(lineage):
+        raise StateError("Damaged state file", f"{origin}: lineage {lineage!r} is not a UUID. {restore}")
+    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+        raise StateError("Damaged state file", f"{origin}: serial {serial!r} is not a non-negative number. {restore}")
+    if not isinstance(resources, list):
+        raise StateError("Damaged state file", f"{origin}: resources is not a list. {restore}")
+
+    return State(lineage, serial, _index_resources(resources, origin, restore), version)
+
+
+def _index_resources(resources: list[Any], origin: str, restore: str) -> dict[str, Record]:
+    indexed: dict[str, Record] = {}
+    for position, record in enumerate(resources):
+        where = f"{origin}: resources[{position}]"
+        if not isinstance(record, dict) or not isinstance(record.get("address"), str):
+            raise StateError("Damaged state file", f"{where} has no address. {restore}")
+        address = record["address"]
+        if address in indexed:
+            raise StateError("Damaged state file", f"{where}: address {address} appears twice. {restore}")
+        _check_fields(record, where, restore)
+        indexed[address] = record
+    return indexed
+
+
+def _check_fields(record: Record, where: str, restore: str) -> None:
+    kind = record.get("kind")
+    required = _REQUIRED.get(str(kind))
+    if required is None:
+        # Kinds this version does not model in depth are kept as they are.
+        if not isinstance(kind, str):
+            raise StateError("Damaged state file", f"{where} ({record['address']}) has no kind. {restore}")
+        return
+    for name, expected in required.items():
+        value = record.get(name)
+        if not isinstance(value, expected):
+            raise StateError(
+                "Damaged state file",
+                f"{where} ({record['address']}): {name} is {json.dumps(value)}, "
+                f"expected {_type_name(expected)}. {restore}",
+            )
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true or false", int: "a number"}
+    if isinstance(expected, tuple):
+        return " or ".join(names.get(t, t.__name__) for t in expected)
+    return names.get(expected, expected.__name__)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
