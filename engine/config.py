@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.documents import Document, describe_value
 from engine.dstack_keys import BACKENDS, CONFIGURATION_TYPES, RUN_KEYS, VOLUME_FIELDS
 from engine.errors import ConfigIssue
+from engine.run_config import RunConfiguration, parse_run
 from engine.units import UnitError, parse_duration, parse_size_gb
 
 VOLUME_NAME = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
@@ -142,16 +143,6 @@ class _FieldProblem(ValueError):
         self.fix = fix
 
 
-class RunConfiguration(BaseModel):
-    """A dev-environment, task or service. Keys volplan does not manage are kept as written."""
-
-    model_config = ConfigDict(frozen=True)
-
-    type: Literal["dev-environment", "task", "service"]
-    name: str | None = None
-    body: dict[str, Any]
-
-
 def _did_you_mean(value: str, options: frozenset[str] | set[str]) -> str:
     matches = difflib.get_close_matches(value, sorted(options), n=1, cutoff=0.6)
     return f"Did you mean {matches[0]}?" if matches else ""
@@ -181,9 +172,8 @@ def parse_configuration(document: Document) -> tuple[VolumeConfiguration | RunCo
         volume, model_issues = _parse_volume(document, data)
         return (volume if not issues and not model_issues else None), issues + model_issues
 
-    name = data.get("name")
-    run = RunConfiguration(type=kind, name=name if isinstance(name, str) else None, body=data)
-    return (run if not issues else None), issues
+    run, run_issues = parse_run(document, data, str(kind))
+    return (run if not issues else None), issues + run_issues
 
 
 def _all_volume_fields() -> frozenset[str]:

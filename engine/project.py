@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfiguration, VolumeConfiguration, parse_configuration
+from engine.config import VolumeConfiguration, parse_configuration
 from engine.documents import Document, load_document
 from engine.errors import ConfigError, ConfigIssue, UsageError
+from engine.run_config import RunConfiguration
 
 CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
 SETTINGS_FILE = "volplan.yml"
