@@ -15,8 +15,9 @@ from pathlib import Path
 import networkx as nx
 
 from engine.actions import Plan, Record
-from engine.errors import StateError, VolplanError
+from engine.errors import PlanError, StateError, VolplanError
 from engine.executor import Events, ExecutionReport, execute
+from engine.planfile import SavedPlan, stale_reason
 from engine.planner import PlanInput, build_graph, make_plan
 from engine.project import Project
 from engine.steps import StepRunner, record_from_facts
@@ -208,6 +209,38 @@ def apply(
             return outcome
         if not confirm(prepared):
             outcome.cancelled = True
+            return outcome
+        return execute_plan(workspace, prepared, parallelism=parallelism, events=events, stop=stop, outcome=outcome)
+
+
+def apply_saved(
+    workspace: Workspace,
+    saved: SavedPlan,
+    *,
+    command: str,
+    lock_timeout: float,
+    parallelism: int,
+    events: Events | None = None,
+    stop: threading.Event | None = None,
+    on_lock: Callable[[object], None] | None = None,
+) -> ApplyOutcome:
+    """Execute a saved plan as it is, once the state is the one it was made from."""
+    with workspace.store.lock(command, lock_timeout) as stale_holder:
+        if on_lock is not None:
+            on_lock(stale_holder)
+        state = workspace.store.read()
+        journal = read_journal(workspace.store.journal_path)
+        reason = stale_reason(saved.binding, state, journal is not None and not journal.empty)
+        if reason is not None:
+            raise PlanError(
+                "Saved plan is stale",
+                f"{reason}. A saved plan runs only against the state it was made from: "
+                "run volplan plan --out again, review it, and apply the new file.",
+            )
+
+        prepared = Prepared(state, saved.plan, build_graph(saved.plan))
+        outcome = ApplyOutcome(prepared)
+        if not saved.plan.actionable:
             return outcome
         return execute_plan(workspace, prepared, parallelism=parallelism, events=events, stop=stop, outcome=outcome)
 
