@@ -51,6 +51,8 @@ class PlanInput:
     registered: Mapping[str, VolumeFacts | None] = field(default_factory=dict)
     allow_replace: bool = False
     provider_header: list[str] = field(default_factory=list)
+    # Set by destroy and delete: every recorded resource in scope is removed, whatever the files say.
+    destroy: bool = False
 
 
 def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
@@ -126,9 +128,10 @@ def _plan_volume(
         assert desired is not None
         after = desired_volume_record(desired, source.provider_kind(desired.config.backend))
         if desired.config.external:
+            field = "volume_id" if desired.config.volume_id else "claim_name"
             if after["id"] in source.registered and source.registered[after["id"]] is None:
                 errors.append(
-                    f"{desired.file}:{desired.line or 1}: {desired.address}: volume_id {after['id']} does not exist "
+                    f"{desired.file}:{desired.line or 1}: {desired.address}: {field} {after['id']} does not exist "
                     f"in the {after['provider']} provider. Check the id, or create the volume first."
                 )
                 return None
@@ -146,7 +149,9 @@ def _plan_volume(
     current = refreshed_record(record, facts) if isinstance(facts, VolumeFacts) else record
 
     if desired is None:
-        return _plan_removal(current, vanished)
+        return _plan_removal(
+            current, vanished, "destroy was asked for" if source.destroy else "its configuration is gone"
+        )
     return _plan_existing(source, desired, current, vanished, plan, errors)
 
 
@@ -156,17 +161,15 @@ def _source(desired: DesiredVolume) -> str:
     return desired.file
 
 
-def _plan_removal(record: Record, vanished: bool) -> Change:
+def _plan_removal(record: Record, vanished: bool, why: str) -> Change:
     address = record["address"]
     if record.get("external"):
-        return Change(
-            address, Action.DEREGISTER, "its configuration is gone; the volume and its data are kept", record, None
-        )
+        return Change(address, Action.DEREGISTER, f"{why}; the volume and its data are kept", record, None)
     if vanished:
         return Change(
             address,
             Action.DELETE,
-            "its configuration is gone, and the volume was already deleted outside volplan",
+            f"{why}, and the volume was already deleted outside volplan",
             record,
             None,
         )
@@ -174,7 +177,7 @@ def _plan_removal(record: Record, vanished: bool) -> Change:
     return Change(
         address,
         Action.DELETE,
-        f"its configuration is gone; the volume{size} and its data will be destroyed",
+        f"{why}; the volume{size} and its data will be destroyed",
         record,
         None,
         destroys_data=True,

@@ -43,6 +43,7 @@ class Workspace:
 class PlanOptions:
     refresh: bool = True
     allow_replace: bool = False
+    destroy: bool = False
 
 
 @dataclass
@@ -81,6 +82,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         registered=look_up_registrations(project, state, workspace.providers),
         provider_kind=workspace.providers.kind_for,
         allow_replace=options.allow_replace,
+        destroy=options.destroy,
         provider_header=_provider_header(project, state, workspace.providers),
     )
     plan = make_plan(source)
@@ -110,7 +112,7 @@ def look_up_registrations(
     known = state.resources if state else {}
     ids_by_backend: dict[str, set[str]] = {}
     for address, volume in project.volumes.items():
-        volume_id = volume.config.volume_id
+        volume_id = volume.config.volume_id or volume.config.claim_name
         if volume_id and address not in known:
             ids_by_backend.setdefault(volume.config.backend, set()).add(volume_id)
 

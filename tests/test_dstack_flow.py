@@ -188,6 +188,7 @@ def test_delete_f_removes_every_volume_of_the_file(project: Path, local_root: Pa
     result = run(project, "delete", "-f", "data.dstack.yml", "-y")
 
     assert result.exit_code == 0, result.output
+    assert "reason: destroy was asked for; the volume (100GB) and its data will be destroyed" in result.stdout
     assert sorted(records(project)) == ["volume.other"]
 
 

@@ -114,9 +114,8 @@ class ApplyFlags:
     refresh: bool = True
     allow_replace: bool = False
 
-    @property
-    def plan_options(self) -> PlanOptions:
-        return PlanOptions(refresh=self.refresh, allow_replace=self.allow_replace)
+    def plan_options(self, destroy: bool = False) -> PlanOptions:
+        return PlanOptions(refresh=self.refresh, allow_replace=self.allow_replace, destroy=destroy)
 
 
 def approval_options(function: Any) -> Any:
@@ -264,7 +263,7 @@ def _run_destroy(options: GlobalOptions, files: tuple[str, ...], name: str | Non
     project = Project(root, settings, volumes={}, runs={}, files=selected or [], selected_files=selected)
     if name is not None:
         project = select_name(project, name)
-    return run_apply(options, project, "destroy", flags, dstack_style=bool(files))
+    return run_apply(options, project, "destroy", flags, dstack_style=bool(files), destroy=True)
 
 
 class _Progress(Events):
@@ -335,6 +334,7 @@ def run_apply(
     flags: ApplyFlags,
     dstack_style: bool | None = None,
     show_table: bool = False,
+    destroy: bool = False,
 ) -> int:
     workspace = make_workspace(options, project)
     output = Output(color_enabled(options))
@@ -355,7 +355,7 @@ def run_apply(
         outcome = apply(
             workspace,
             project,
-            flags.plan_options,
+            flags.plan_options(destroy=destroy),
             command=f"volplan {command}",
             lock_timeout=flags.lock_timeout,
             parallelism=flags.parallelism,

@@ -93,7 +93,7 @@ def delete_volume(options: GlobalOptions, /, name: str, **flags: Any) -> int:
         selected_name=str(record["name"]),
     )
 
-    code = run_apply(options, project, "delete", ApplyFlags(**flags), dstack_style=True)
+    code = run_apply(options, project, "delete", ApplyFlags(**flags), dstack_style=True, destroy=True)
     if code == 0 and _still_defined(workspace.root, record):
         output = Output(color_enabled(options))
         output.echo(
