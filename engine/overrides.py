@@ -2,8 +2,8 @@
 
 `apply -f FILE -n NAME` plans the file's volume as `volume.NAME`, as `dstack apply -n` does, so
 that one file can make `data-0`, `data-1` and so on. The state records such a volume with its
-`file` and its `name_override`. Later plans treat it as defined by that file under that name:
-it follows the file's changes, and it is planned for deletion only when the file is gone, by
+`file` and its `name_override`. Later plans treat it as defined by that file under that name,
+so it follows the file's changes. It is planned for deletion only when the file is gone, by
 `delete -f FILE` (every volume of the file) or by `delete -f FILE -n NAME` (that one).
 """
 
@@ -55,7 +55,7 @@ def renamed(volume: DesiredVolume, name: str) -> DesiredVolume:
 
 
 def desired_volumes(project: Project, prior: Mapping[str, Record], errors: list[str]) -> dict[str, DesiredVolume]:
-    """The project's volumes plus, unless -n selected one, every recorded override of a loaded file."""
+    """Collect the project's volumes and, unless -n selected one, every recorded override of a loaded file."""
     desired = dict(project.volumes)
     for address, volume in project.volumes.items():
         record = prior.get(address)
@@ -85,7 +85,7 @@ def desired_volumes(project: Project, prior: Mapping[str, Record], errors: list[
 
 
 def in_scope(project: Project, record: Record) -> bool:
-    """Whether a recorded resource that no configuration defines may be planned for removal."""
+    """Return whether a recorded resource that no configuration defines may be planned for removal."""
     if not project.selects(record.get("file")):
         return False
     return project.selected_name is None or record.get("address") == f"volume.{project.selected_name}"

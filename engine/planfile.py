@@ -1,8 +1,8 @@
 """Saved plans: the file `plan --out FILE` writes and `apply FILE` executes.
 
-A saved plan holds every field of the Plan and its Changes, so the executor runs exactly the
-changes that were shown, and it is bound to the state it was made from: the state's lineage
-and serial, or "no state" when there was none. `apply FILE` rejects a plan whose binding no
+A saved plan contains every field of the Plan and its Changes, so the executor runs exactly
+the changes that were shown. It is bound to the state it was made from by that state's lineage
+and serial, or by "no state" when there was none. `apply FILE` rejects a plan whose binding no
 longer matches the state.
 
 The file is JSON with its own `format_version`, written with mode 0600 because it carries

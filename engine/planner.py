@@ -51,7 +51,7 @@ class PlanInput:
     registered: Mapping[str, VolumeFacts | None] = field(default_factory=dict)
     allow_replace: bool = False
     provider_header: list[str] = field(default_factory=list)
-    # Set by destroy and delete: every recorded resource in scope is removed, whatever the files say.
+    # Set by destroy and delete: every recorded resource in scope is removed, even if a file defines it.
     destroy: bool = False
 
 

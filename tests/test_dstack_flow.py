@@ -219,7 +219,7 @@ def test_name_override_rejects_a_name_another_file_uses(project: Path, local_roo
     assert (project / STATE).read_bytes() == before
 
 
-def test_new_file_clashing_with_an_override_is_an_error(project: Path, local_root: Path) -> None:
+def test_file_clashing_with_override_fails(project: Path, local_root: Path) -> None:
     volume_file(project, "data")
     run(project, "apply", "-f", "data.dstack.yml", "-n", "logs", "-y")
     volume_file(project, "logs")

@@ -1,4 +1,4 @@
-"""The examples do what their READMEs say, run on copies in scratch folders."""
+"""The examples behave as their READMEs describe, run on copies in scratch folders."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Provider choice: --provider and volplan.yml pick a provider per backend; a volume stays with
-the provider that made it, and the plan explains how to move it."""
+"""Provider choice: --provider and volplan.yml pick the provider of each backend.
+
+A volume stays with the provider that made it, and the plan explains how to move it."""
 
 from __future__ import annotations
 

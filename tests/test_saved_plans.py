@@ -89,7 +89,7 @@ def test_apply_twice_rejects_stale_plan(project: Path, local_root: Path) -> None
     assert (project / STATE).read_bytes() == state_after_first
 
 
-def test_plan_made_with_no_state_is_stale_after_apply(project: Path, local_root: Path) -> None:
+def test_no_state_plan_stale_after_apply(project: Path, local_root: Path) -> None:
     volume_file(project, "data")
 
     run(project, "plan", "--out=p")
@@ -103,7 +103,7 @@ def test_plan_made_with_no_state_is_stale_after_apply(project: Path, local_root:
     assert len(read_state(project)["resources"]) == 1
 
 
-def test_plan_with_no_state_is_stale_once_another_apply_ran(project: Path, local_root: Path) -> None:
+def test_no_state_plan_stale_after_other_apply(project: Path, local_root: Path) -> None:
     volume_file(project, "data")
     run(project, "plan", "--out", "p")
     run(project, "apply", "-y")

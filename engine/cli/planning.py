@@ -250,7 +250,7 @@ def _reject_planning_options(ctx: click.Context, files: tuple[str, ...], name: s
 
 
 def _settings_only(options: GlobalOptions) -> Project:
-    """A project with no configurations: only volplan.yml, for the providers it selects."""
+    """Build a project with no configurations, only the volplan.yml settings that select providers."""
     root = options.directory.absolute()
     return Project(root, load_project_settings(root), volumes={}, runs={}, files=[])
 

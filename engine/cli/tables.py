@@ -74,7 +74,7 @@ class VolumeRow:
 def volume_rows(
     workspace: Workspace, selected: Callable[[Record], bool] = lambda record: True, refresh_status: bool = True
 ) -> list[VolumeRow]:
-    """The state's volumes that `selected` accepts, sorted by address, refreshed in one batch."""
+    """Read the state's volumes that `selected` accepts, sorted by address, and refresh them in one batch."""
     state = workspace.store.read()
     if state is None:
         return []
@@ -114,7 +114,7 @@ def _cells(row: VolumeRow, verbose: bool, now: datetime) -> list[str]:
 
 
 def pretty_age(created_at: str | None, now: datetime) -> str:
-    """How long ago an ISO 8601 UTC time was, in dstack's words: `now`, `5 mins ago`, `3 weeks ago`."""
+    """Format the age of an ISO 8601 UTC time in dstack's words: `now`, `5 mins ago`, `3 weeks ago`."""
     if not created_at:
         return ""
     try:

@@ -120,7 +120,7 @@ def _find(workspace: Workspace, name: str, refresh: bool) -> VolumeRow:
 
 
 def _still_defined(root: Path, record: Record) -> bool:
-    """Whether the volume's own file still declares it, so that a plain apply would create it again."""
+    """Return whether the volume's own file still declares it, so that a plain apply creates it again."""
     if record.get("name_override"):
         return False
     try:
