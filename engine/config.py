@@ -120,7 +120,8 @@ class VolumeConfiguration(BaseModel):
                 "is missing: a new volume needs a size, an existing one its volume_id",
                 "Add size: 100GB, or volume_id: of the volume to register.",
             )
-        if self.backend not in ("daytona", "lium") and self.region is None:
+        # dstack 0.22.5 needs no region for these backends' volumes.
+        if self.backend not in ("daytona", "lium", "kubernetes") and self.region is None:
             raise _FieldProblem("region", "is missing", f"Add the {self.backend} region, such as region: eu-central-1.")
         if existing and self.auto_cleanup_duration is not None:
             raise _FieldProblem(

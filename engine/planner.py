@@ -12,6 +12,7 @@ import networkx as nx
 
 from engine.actions import Action, Change, Plan, Record
 from engine.errors import PlanError
+from engine.overrides import desired_volumes, in_scope
 from engine.project import DesiredVolume, Project
 from engine.units import format_size
 from providers.base import VolumeFacts
@@ -20,7 +21,7 @@ from state.model import State
 # Fields a provider reports; compared after a refresh.
 _PROVIDER_FIELDS = ("size_gb", "tags")
 # Fields that only the state holds; a difference is recorded without a provider call.
-STATE_ONLY_FIELDS = ("file", "auto_cleanup_duration", "name")
+STATE_ONLY_FIELDS = ("file", "auto_cleanup_duration", "name", "name_override")
 # Fields that place a volume; a change needs a new volume.
 _PLACEMENT_FIELDS = ("backend", "region", "availability_zone")
 
@@ -50,11 +51,13 @@ class PlanInput:
     registered: Mapping[str, VolumeFacts | None] = field(default_factory=dict)
     allow_replace: bool = False
     provider_header: list[str] = field(default_factory=list)
+    # Set by destroy and delete: every recorded resource in scope is removed, even if a file defines it.
+    destroy: bool = False
 
 
 def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
     config = volume.config
-    return {
+    record: Record = {
         "address": volume.address,
         "kind": "volume",
         "name": config.name,
@@ -69,6 +72,9 @@ def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
         "file": volume.file,
         "provider": provider_kind,
     }
+    if volume.name_override:
+        record["name_override"] = volume.name_override
+    return record
 
 
 def refreshed_record(record: Record, facts: VolumeFacts) -> Record:
@@ -91,11 +97,12 @@ def make_plan(source: PlanInput) -> Plan:
     )
     plan.notes.extend(source.provider_header)
     errors: list[str] = []
+    volumes = desired_volumes(source.project, prior, errors)
 
-    for address in sorted(set(source.project.volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}):
-        desired = source.project.volumes.get(address)
+    for address in sorted(set(volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}):
+        desired = volumes.get(address)
         record = prior.get(address)
-        if desired is None and record is not None and not source.project.selects(record.get("file")):
+        if desired is None and record is not None and not in_scope(source.project, record):
             continue
         change = _plan_volume(source, desired, record, plan, errors)
         if change is not None:
@@ -121,41 +128,48 @@ def _plan_volume(
         assert desired is not None
         after = desired_volume_record(desired, source.provider_kind(desired.config.backend))
         if desired.config.external:
+            field = "volume_id" if desired.config.volume_id else "claim_name"
             if after["id"] in source.registered and source.registered[after["id"]] is None:
                 errors.append(
-                    f"{desired.file}:{desired.line or 1}: {desired.address}: volume_id {after['id']} does not exist "
+                    f"{desired.file}:{desired.line or 1}: {desired.address}: {field} {after['id']} does not exist "
                     f"in the {after['provider']} provider. Check the id, or create the volume first."
                 )
                 return None
             return Change(
                 desired.address,
                 Action.REGISTER,
-                f"{desired.file} registers the existing volume {after['id']}",
+                f"{_source(desired)} registers the existing volume {after['id']}",
                 None,
                 after,
             )
-        return Change(desired.address, Action.CREATE, f"{desired.file} defines a new volume", None, after)
+        return Change(desired.address, Action.CREATE, f"{_source(desired)} defines a new volume", None, after)
 
     facts = source.facts.get(record["address"], record)  # absent: not refreshed
     vanished = record["address"] in source.facts and facts is None
     current = refreshed_record(record, facts) if isinstance(facts, VolumeFacts) else record
 
     if desired is None:
-        return _plan_removal(current, vanished)
+        return _plan_removal(
+            current, vanished, "destroy was asked for" if source.destroy else "its configuration is gone"
+        )
     return _plan_existing(source, desired, current, vanished, plan, errors)
 
 
-def _plan_removal(record: Record, vanished: bool) -> Change:
+def _source(desired: DesiredVolume) -> str:
+    if desired.name_override:
+        return f"{desired.file}, applied with -n {desired.name_override},"
+    return desired.file
+
+
+def _plan_removal(record: Record, vanished: bool, why: str) -> Change:
     address = record["address"]
     if record.get("external"):
-        return Change(
-            address, Action.DEREGISTER, "its configuration is gone; the volume and its data are kept", record, None
-        )
+        return Change(address, Action.DEREGISTER, f"{why}; the volume and its data are kept", record, None)
     if vanished:
         return Change(
             address,
             Action.DELETE,
-            "its configuration is gone, and the volume was already deleted outside volplan",
+            f"{why}, and the volume was already deleted outside volplan",
             record,
             None,
         )
@@ -163,7 +177,7 @@ def _plan_removal(record: Record, vanished: bool) -> Change:
     return Change(
         address,
         Action.DELETE,
-        f"its configuration is gone; the volume{size} and its data will be destroyed",
+        f"{why}; the volume{size} and its data will be destroyed",
         record,
         None,
         destroys_data=True,
@@ -183,13 +197,15 @@ def _plan_existing(
     kind = source.provider_kind(config.backend)
 
     if current.get("provider") != kind:
-        plan.warnings.append(
-            f"{address} was made by the {current.get('provider')} provider, but backend {config.backend} is now "
-            f"served by the {kind} provider; volplan never hands a resource to another provider, so it is left "
-            f"alone. To move it, delete it with the {current.get('provider')} provider first, or run "
-            f"'volplan state rm {address}' and register it again with volume_id:."
+        plan.warnings.append(provider_move_hint(current, kind))
+        return Change(
+            address,
+            Action.NO_OP,
+            f"made by the {current.get('provider')} provider, not by the {kind} provider that now serves "
+            f"{config.backend}; left alone",
+            current,
+            current,
         )
-        return Change(address, Action.NO_OP, f"managed by the {current.get('provider')} provider", current, current)
 
     after = desired_volume_record(desired, kind)
     after["id"] = current["id"] if not config.external else after["id"]
@@ -219,6 +235,30 @@ def _plan_existing(
     if config.external:
         return _plan_external_update(current, after)
     return _plan_managed_update(desired, current, after, errors)
+
+
+def provider_move_hint(record: Record, kind: str) -> str:
+    """Explain why a volume made by another provider is left alone, and how to keep or move it."""
+    address, backend, made_by = record["address"], record["backend"], record.get("provider")
+    delete = f"volplan delete -f {record.get('file')}"
+    if record.get("name_override"):
+        delete += f" -n {record['name_override']}"
+    if record.get("external"):
+        move = (
+            f"deregister it with {delete} (the data is kept), then register the volume that the {kind} "
+            "provider has with volume_id:"
+        )
+    else:
+        move = (
+            f"copy its data elsewhere, delete it with {delete} (the {made_by} provider deletes it), then "
+            f"apply again: the {kind} provider creates a new, empty volume"
+        )
+    return (
+        f"{address} ({record.get('id')}) was made by the {made_by} provider, but backend {backend} is now served "
+        f"by the {kind} provider. volplan never hands a volume to another provider, so it is left alone. "
+        f"To keep managing it, select its provider again with --provider {backend}={made_by} (or kind: "
+        f"{made_by} for {backend} under providers: in volplan.yml). To move it to the {kind} provider, {move}."
+    )
 
 
 def _replacement_reason(current: Record, after: Record) -> str:

@@ -12,6 +12,7 @@ from engine.config import VolumeConfiguration, parse_configuration
 from engine.documents import Document, load_document
 from engine.errors import ConfigError, ConfigIssue, UsageError
 from engine.run_config import RunConfiguration
+from providers.registry import PROVIDER_KINDS
 
 CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
 SETTINGS_FILE = "volplan.yml"
@@ -26,6 +27,8 @@ class DesiredVolume:
     file: str
     line: int | None
     size_line: int | None
+    # Set when `apply -f FILE -n NAME` gave the volume a name other than its configuration's.
+    name_override: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Project:
     files: list[str]
     # None when every file of the project was loaded; else the files selected with -f.
     selected_files: list[str] | None = None
+    # Set by -n NAME: of the selected file's resources, only volume.NAME is planned.
+    selected_name: str | None = None
 
     def selects(self, file: str | None) -> bool:
         return self.selected_files is None or file in self.selected_files
@@ -243,6 +248,16 @@ def _read_providers(document: Document, value: Any, settings: Settings, issues: 
                     "needs a kind: (local or aws)",
                     value=options,
                     fix=f"Write providers: {{{backend}: {{kind: local}}}}.",
+                )
+            )
+            continue
+        if options["kind"] not in PROVIDER_KINDS:
+            issues.append(
+                document.issue(
+                    ("providers", str(backend), "kind"),
+                    "is not a provider kind",
+                    value=options["kind"],
+                    fix=f"Use one of: {', '.join(PROVIDER_KINDS)}.",
                 )
             )
             continue

@@ -15,8 +15,9 @@ from pathlib import Path
 import networkx as nx
 
 from engine.actions import Plan, Record
-from engine.errors import StateError, VolplanError
+from engine.errors import PlanError, StateError, VolplanError
 from engine.executor import Events, ExecutionReport, execute
+from engine.planfile import SavedPlan, stale_reason
 from engine.planner import PlanInput, build_graph, make_plan
 from engine.project import Project
 from engine.steps import StepRunner, record_from_facts
@@ -42,6 +43,7 @@ class Workspace:
 class PlanOptions:
     refresh: bool = True
     allow_replace: bool = False
+    destroy: bool = False
 
 
 @dataclass
@@ -80,6 +82,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         registered=look_up_registrations(project, state, workspace.providers),
         provider_kind=workspace.providers.kind_for,
         allow_replace=options.allow_replace,
+        destroy=options.destroy,
         provider_header=_provider_header(project, state, workspace.providers),
     )
     plan = make_plan(source)
@@ -109,7 +112,7 @@ def look_up_registrations(
     known = state.resources if state else {}
     ids_by_backend: dict[str, set[str]] = {}
     for address, volume in project.volumes.items():
-        volume_id = volume.config.volume_id
+        volume_id = volume.config.volume_id or volume.config.claim_name
         if volume_id and address not in known:
             ids_by_backend.setdefault(volume.config.backend, set()).add(volume_id)
 
@@ -208,6 +211,38 @@ def apply(
             return outcome
         if not confirm(prepared):
             outcome.cancelled = True
+            return outcome
+        return execute_plan(workspace, prepared, parallelism=parallelism, events=events, stop=stop, outcome=outcome)
+
+
+def apply_saved(
+    workspace: Workspace,
+    saved: SavedPlan,
+    *,
+    command: str,
+    lock_timeout: float,
+    parallelism: int,
+    events: Events | None = None,
+    stop: threading.Event | None = None,
+    on_lock: Callable[[object], None] | None = None,
+) -> ApplyOutcome:
+    """Execute a saved plan as it is, once the state is the one it was made from."""
+    with workspace.store.lock(command, lock_timeout) as stale_holder:
+        if on_lock is not None:
+            on_lock(stale_holder)
+        state = workspace.store.read()
+        journal = read_journal(workspace.store.journal_path)
+        reason = stale_reason(saved.binding, state, journal is not None and not journal.empty)
+        if reason is not None:
+            raise PlanError(
+                "Saved plan is stale",
+                f"{reason}. A saved plan runs only against the state it was made from: "
+                "run volplan plan --out again, review it, and apply the new file.",
+            )
+
+        prepared = Prepared(state, saved.plan, build_graph(saved.plan))
+        outcome = ApplyOutcome(prepared)
+        if not saved.plan.actionable:
             return outcome
         return execute_plan(workspace, prepared, parallelism=parallelism, events=events, stop=stop, outcome=outcome)
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from engine.actions import Action, Change
 from engine.cli.common import (
@@ -26,39 +28,64 @@ from engine.cli.common import (
     refresh_option,
     replace_option,
 )
+from engine.cli.prompts import ask, require_terminal
+from engine.cli.tables import render_table, volume_rows
 from engine.errors import UsageError, VolplanError
 from engine.executor import Events, StepResult, StepStatus
+from engine.overrides import in_scope, override_name, select_name
+from engine.planfile import SavedPlan, read_plan_file, write_plan_file
 from engine.project import Project
-from engine.render import destroyed_data, render_human, render_json
-from engine.units import format_size
-from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, prepare
+from engine.render import render_human, render_json
+from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, apply_saved, prepare
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
+name_option = click.option(
+    "-n",
+    "--name",
+    "name",
+    metavar="NAME",
+    default=None,
+    help="With one -f FILE: the volume's name instead of the configuration's, as dstack apply -n does.",
+)
+
+
 @click.command()
 @file_option
+@name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout, and nothing else.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 for no changes, 2 for changes, 1 for errors.")
+@click.option(
+    "--out",
+    "out",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save the plan to FILE (mode 0600) for volplan apply FILE.",
+)
 @refresh_option
 @replace_option
 @click.pass_obj
 def plan(
     options: GlobalOptions,
     files: tuple[str, ...],
+    name: str | None,
     as_json: bool,
     detailed_exitcode: bool,
+    out: Path | None,
     refresh: bool,
     allow_replace: bool,
 ) -> int:
-    """Show what apply would change. Writes nothing.
+    """Show what apply would change. Writes nothing, unless --out saves the plan.
 
     \b
     Example:
       volplan plan --detailed-exitcode
+      volplan plan --out release.plan && volplan apply release.plan
     """
-    project = load(options, files)
+    project = _load_named(options, files, name)
     workspace = make_workspace(options, project)
     prepared = prepare(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
     output = Output(color_enabled(options) and not as_json)
@@ -67,14 +94,32 @@ def plan(
         output.echo(render_json(prepared.plan))
     else:
         output.echo(render_human(prepared.plan, output.paint))
+    if out is not None:
+        write_plan_file(out, SavedPlan(prepared.plan))
+        if not as_json:
+            output.echo(f"\nSaved the plan to {out}. To apply exactly this plan, run: volplan apply {out}")
     if detailed_exitcode and prepared.plan.actionable:
         return 2
     return 0
 
 
-def _apply_options(function: Any) -> Any:
+@dataclass
+class ApplyFlags:
+    """The options that apply, destroy, delete and volume delete share."""
+
+    auto_approve: bool = False
+    allow_input: bool = True
+    parallelism: int = 10
+    lock_timeout: float = 0.0
+    refresh: bool = True
+    allow_replace: bool = False
+
+    def plan_options(self, destroy: bool = False) -> PlanOptions:
+        return PlanOptions(refresh=self.refresh, allow_replace=self.allow_replace, destroy=destroy)
+
+
+def approval_options(function: Any) -> Any:
     decorators = [
-        file_option,
         click.option(
             "-y", "--yes", "--auto-approve", "auto_approve", is_flag=True, help="Apply without asking for approval."
         ),
@@ -101,6 +146,17 @@ def _apply_options(function: Any) -> Any:
             show_default=True,
             help="How long to wait for the state lock (90s, 5m; 0 tries once).",
         ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def _apply_options(function: Any) -> Any:
+    decorators: list[Callable[[Any], Any]] = [
+        file_option,
+        name_option,
+        approval_options,
         refresh_option,
         replace_option,
     ]
@@ -110,116 +166,104 @@ def _apply_options(function: Any) -> Any:
 
 
 @click.command(name="apply")
+@click.argument("plan_file", metavar="[PLANFILE]", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @_apply_options
-@click.pass_obj
+@click.pass_context
 def apply_command(
-    options: GlobalOptions,
-    files: tuple[str, ...],
-    auto_approve: bool,
-    allow_input: bool,
-    parallelism: int,
-    lock_timeout: float,
-    refresh: bool,
-    allow_replace: bool,
+    ctx: click.Context, /, plan_file: Path | None, files: tuple[str, ...], name: str | None, **flags: Any
 ) -> int:
     """Change the volumes to match the configurations, after showing the plan.
+
+    With PLANFILE, execute the plan that plan --out saved, without asking: it is rejected if
+    the state changed since the plan was made.
 
     \b
     Example:
       volplan apply
       volplan apply -f volume.dstack.yml -y
+      volplan apply -f volume.dstack.yml -n data-1
+      volplan apply release.plan
     """
-    project = load(options, files)
-    return _run_apply(
-        options,
-        project,
-        "apply",
-        auto_approve,
-        allow_input,
-        parallelism,
-        lock_timeout,
-        PlanOptions(refresh=refresh, allow_replace=allow_replace),
-    )
+    options: GlobalOptions = ctx.obj
+    if plan_file is not None:
+        _reject_planning_options(ctx, files, name)
+        return _run_saved(options, plan_file, ApplyFlags(**flags))
+    project = _load_named(options, files, name)
+    return run_apply(options, project, "apply", ApplyFlags(**flags), show_table=bool(files))
 
 
 @click.command()
 @_apply_options
 @click.pass_obj
-def destroy(
-    options: GlobalOptions,
-    files: tuple[str, ...],
-    auto_approve: bool,
-    allow_input: bool,
-    parallelism: int,
-    lock_timeout: float,
-    refresh: bool,
-    allow_replace: bool,
-) -> int:
+def destroy(options: GlobalOptions, /, files: tuple[str, ...], name: str | None, **flags: Any) -> int:
     """Delete every managed volume in the state and deregister every registered one.
 
-    With -f, only the resources of those files. Registered volumes keep their data.
+    With -f, only the resources of those files; with -f FILE -n NAME, only volume NAME made
+    from that file. Registered volumes keep their data.
 
     \b
     Example:
       volplan destroy
       volplan destroy -f volume.dstack.yml -y
     """
-    return _run_destroy(options, files, auto_approve, allow_input, parallelism, lock_timeout, refresh, allow_replace)
+    return _run_destroy(options, files, name, ApplyFlags(**flags))
 
 
 @click.command()
 @_apply_options
 @click.pass_obj
-def delete(
-    options: GlobalOptions,
-    files: tuple[str, ...],
-    auto_approve: bool,
-    allow_input: bool,
-    parallelism: int,
-    lock_timeout: float,
-    refresh: bool,
-    allow_replace: bool,
-) -> int:
+def delete(options: GlobalOptions, /, files: tuple[str, ...], name: str | None, **flags: Any) -> int:
     """Delete the resources of the given files, as dstack's delete -f does.
+
+    Every volume the file defines goes, including those applied from it with -n; with -n NAME,
+    only volume NAME. Registered volumes are deregistered and keep their data.
 
     \b
     Example:
       volplan delete -f volume.dstack.yml
+      volplan delete -f volume.dstack.yml -n data-1 -y
     """
     if not files:
         raise UsageError(
             "Missing -f FILE",
             "delete needs the configuration files whose resources to delete: volplan delete -f volume.dstack.yml.",
         )
-    return _run_destroy(options, files, auto_approve, allow_input, parallelism, lock_timeout, refresh, allow_replace)
+    return _run_destroy(options, files, name, ApplyFlags(**flags))
 
 
-def _run_destroy(
-    options: GlobalOptions,
-    files: tuple[str, ...],
-    auto_approve: bool,
-    allow_input: bool,
-    parallelism: int,
-    lock_timeout: float,
-    refresh: bool,
-    allow_replace: bool,
-) -> int:
+def _load_named(options: GlobalOptions, files: tuple[str, ...], name: str | None) -> Project:
+    project = load(options, files)
+    return project if name is None else override_name(project, name)
+
+
+def _reject_planning_options(ctx: click.Context, files: tuple[str, ...], name: str | None) -> None:
+    given = [flag for flag, value in (("-f", files), ("-n", name)) if value]
+    for parameter, flag in (("refresh", "--refresh"), ("allow_replace", "--allow-replace")):
+        if ctx.get_parameter_source(parameter) is ParameterSource.COMMANDLINE:
+            given.append(flag)
+    if given:
+        raise UsageError(
+            "Options not allowed with a saved plan",
+            f"{', '.join(given)} change what is planned, but a saved plan is applied exactly as it was made. "
+            "Pass them to volplan plan --out instead.",
+        )
+
+
+def _settings_only(options: GlobalOptions) -> Project:
+    """Build a project with no configurations, only the volplan.yml settings that select providers."""
+    root = options.directory.absolute()
+    return Project(root, load_project_settings(root), volumes={}, runs={}, files=[])
+
+
+def _run_destroy(options: GlobalOptions, files: tuple[str, ...], name: str | None, flags: ApplyFlags) -> int:
     loaded = load(options, files) if files else None
     root = options.directory.absolute()
     settings = loaded.settings if loaded else load_project_settings(root)
     selected = loaded.files if loaded else None
     project = Project(root, settings, volumes={}, runs={}, files=selected or [], selected_files=selected)
-    return _run_apply(
-        options,
-        project,
-        "destroy",
-        auto_approve,
-        allow_input,
-        parallelism,
-        lock_timeout,
-        PlanOptions(refresh=refresh, allow_replace=allow_replace),
-        dstack_style=bool(files),
-    )
+    if name is not None:
+        project = select_name(project, name)
+    return run_apply(options, project, "destroy", flags, dstack_style=bool(files), destroy=True)
 
 
 class _Progress(Events):
@@ -283,16 +327,14 @@ def _interrupts(stop: threading.Event, received: list[int], output: Output) -> I
             signal.signal(number, handler)
 
 
-def _run_apply(
+def run_apply(
     options: GlobalOptions,
     project: Project,
     command: str,
-    auto_approve: bool,
-    allow_input: bool,
-    parallelism: int,
-    lock_timeout: float,
-    plan_options: PlanOptions,
+    flags: ApplyFlags,
     dstack_style: bool | None = None,
+    show_table: bool = False,
+    destroy: bool = False,
 ) -> int:
     workspace = make_workspace(options, project)
     output = Output(color_enabled(options))
@@ -303,93 +345,61 @@ def _run_apply(
     def confirm(prepared: Prepared) -> bool:
         output.echo(render_human(prepared.plan, output.paint))
         output.echo()
-        if auto_approve:
+        if flags.auto_approve:
             return True
-        _require_terminal(allow_input, command)
-        return _ask(prepared, output, dstack_style, command)
-
-    def on_lock(stale: object) -> None:
-        if stale is not None:
-            output.echo(f"Note: the previous holder of the state lock died ({stale.describe()}); continuing.", err=True)  # type: ignore[attr-defined]
+        require_terminal(flags.allow_input, command)
+        return ask(prepared.plan, output, dstack_style, command)
 
     started = time.monotonic()
     with _interrupts(stop, received, output):
         outcome = apply(
             workspace,
             project,
-            plan_options,
+            flags.plan_options(destroy=destroy),
             command=f"volplan {command}",
-            lock_timeout=lock_timeout,
-            parallelism=parallelism,
+            lock_timeout=flags.lock_timeout,
+            parallelism=flags.parallelism,
             confirm=confirm,
             events=_Progress(output),
             stop=stop,
-            on_lock=on_lock,
+            on_lock=_lock_note(output),
         )
-    return _finish(outcome, output, received, time.monotonic() - started, dstack_style)
-
-
-def _require_terminal(allow_input: bool, command: str) -> None:
-    if not allow_input:
-        raise UsageError(
-            "Approval needed",
-            f"{command} was run with --input=false; add --auto-approve (or -y) to {command} without a prompt.",
-        )
-    if not sys.stdin.isatty():
-        raise UsageError(
-            "Approval needed",
-            f"standard input is not a terminal, so volplan cannot ask; add --auto-approve (or -y) to {command} without a prompt.",
-        )
-
-
-def _ask(prepared: Prepared, output: Output, dstack_style: bool, command: str) -> bool:
-    plan = prepared.plan
-    doomed = destroyed_data(plan)
-    if doomed:
-        output.echo(output.paint("These volumes and all their data will be destroyed:", "delete"))
-        for change in doomed:
-            before = change.before or {}
-            size = f", {format_size(before['size_gb'])}" if before.get("size_gb") else ""
-            output.echo(f"  - {change.address} ({before.get('id')}{size})")
+    code = _finish(outcome, output, received, time.monotonic() - started, dstack_style)
+    if show_table and code == 0:
         output.echo()
+        output.echo(render_table(volume_rows(workspace, lambda record: in_scope(project, record))))
+    return code
 
-    if dstack_style:
-        return click.confirm(
-            _dstack_question(plan.actionable), default=None, show_default=False, prompt_suffix=" [y/n]: "
+
+def _run_saved(options: GlobalOptions, path: Path, flags: ApplyFlags) -> int:
+    """Apply a saved plan: no question, because the plan that was reviewed is the question."""
+    saved = read_plan_file(path)
+    workspace = make_workspace(options, _settings_only(options))
+    output = Output(color_enabled(options))
+    stop = threading.Event()
+    received: list[int] = []
+
+    started = time.monotonic()
+    with _interrupts(stop, received, output):
+        outcome = apply_saved(
+            workspace,
+            saved,
+            command="volplan apply",
+            lock_timeout=flags.lock_timeout,
+            parallelism=flags.parallelism,
+            events=_Progress(output),
+            stop=stop,
+            on_lock=_lock_note(output),
         )
-
-    output.echo(
-        f"Do you want to perform these actions?\n  volplan will {command} as described above.\n  Only 'yes' will be accepted to approve.\n"
-    )
-    answer: str = click.prompt("  Enter a value", default="", show_default=False)
-    return answer.strip() == "yes"
+    return _finish(outcome, output, received, time.monotonic() - started, dstack_style=False)
 
 
-def _dstack_question(changes: list[Change]) -> str:
-    if len(changes) > 1:
-        return f"{summary_line_text(changes)} Proceed?"
-    change = changes[0]
-    name = (change.after or change.before or {}).get("name", change.address)
-    questions = {
-        Action.CREATE: f"Volume {name} does not exist yet. Create the volume?",
-        Action.REGISTER: f"Volume {name} is not registered yet. Register the volume?",
-        Action.UPDATE: f"Volume {name} changes: {change.reason}. Update the volume?",
-        Action.REPLACE: f"Volume {name} must be replaced: {change.reason}. Replace the volume?",
-        Action.DELETE: f"Delete the volume {name}?",
-        Action.DEREGISTER: f"Deregister the volume {name}? Its data is kept.",
-    }
-    return questions[change.action]
+def _lock_note(output: Output) -> Callable[[object], None]:
+    def on_lock(stale: object) -> None:
+        if stale is not None:
+            output.echo(f"Note: the previous holder of the state lock died ({stale.describe()}); continuing.", err=True)  # type: ignore[attr-defined]
 
-
-def summary_line_text(changes: list[Change]) -> str:
-    counts: dict[str, int] = {}
-    for change in changes:
-        counts[change.action.value] = counts.get(change.action.value, 0) + 1
-    return (
-        "This will "
-        + ", ".join(f"{action} {count} volume{'s' if count > 1 else ''}" for action, count in counts.items())
-        + "."
-    )
+    return on_lock
 
 
 def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed: float, dstack_style: bool) -> int:
