@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import StateError
+from state.migrations import STATE_VERSION, Migration, read_version, upgrade
 
-STATE_VERSION = 1
+__all__ = ["STATE_VERSION", "Record", "State", "parse_state"]
 
 Record = dict[str, Any]
 
@@ -37,6 +38,8 @@ class State:
     serial: int = 0
     resources: dict[str, Record] = field(default_factory=dict)
     version: int = STATE_VERSION
+    # What upgrading the file as read changed in memory; None when it was already current.
+    migration: Migration | None = field(default=None, compare=False)
 
     @classmethod
     def new(cls) -> State:
@@ -57,7 +60,8 @@ class State:
         return self.lineage == other.lineage and self.resources == other.resources
 
     def copy(self) -> State:
-        return State(self.lineage, self.serial, {a: dict(r) for a, r in self.resources.items()}, self.version)
+        resources = {address: dict(record) for address, record in self.resources.items()}
+        return State(self.lineage, self.serial, resources, self.version, self.migration)
 
 
 def parse_state(text: str, origin: str) -> State:
@@ -73,15 +77,7 @@ def parse_state(text: str, origin: str) -> State:
     if not isinstance(data, dict):
         raise StateError("Damaged state file", f"{origin}: the top level is not a JSON object. {restore}")
 
-    version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise StateError("Damaged state file", f"{origin}: version is {version!r}, expected a number. {restore}")
-    if version > STATE_VERSION:
-        raise StateError(
-            "State file from a newer volplan",
-            f"{origin} has version {version}; this volplan reads up to version {STATE_VERSION}. "
-            "Upgrade volplan; the file was left untouched.",
-        )
+    data, migration = upgrade(data, read_version(data, origin, restore))
 
     lineage = data.get("lineage")
     serial = data.get("serial")
@@ -93,7 +89,7 @@ def parse_state(text: str, origin: str) -> State:
     if not isinstance(resources, list):
         raise StateError("Damaged state file", f"{origin}: resources is not a list. {restore}")
 
-    return State(lineage, serial, _index_resources(resources, origin, restore), version)
+    return State(lineage, serial, _index_resources(resources, origin, restore), STATE_VERSION, migration)
 
 
 def _index_resources(resources: list[Any], origin: str, restore: str) -> dict[str, Record]:

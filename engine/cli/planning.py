@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from engine.cli.common import (
     parse_duration_option,
     refresh_option,
     replace_option,
+    require_terminal,
 )
 from engine.errors import UsageError, VolplanError
 from engine.executor import Events, StepResult, StepStatus
@@ -66,7 +66,7 @@ def plan(
     if as_json:
         output.echo(render_json(prepared.plan))
     else:
-        output.echo(render_human(prepared.plan, output.paint))
+        output.echo(render_human(prepared.plan, output.paint, prepared.drift))
     if detailed_exitcode and prepared.plan.actionable:
         return 2
     return 0
@@ -301,11 +301,11 @@ def _run_apply(
     received: list[int] = []
 
     def confirm(prepared: Prepared) -> bool:
-        output.echo(render_human(prepared.plan, output.paint))
+        output.echo(render_human(prepared.plan, output.paint, prepared.drift))
         output.echo()
         if auto_approve:
             return True
-        _require_terminal(allow_input, command)
+        require_terminal(allow_input, command)
         return _ask(prepared, output, dstack_style, command)
 
     def on_lock(stale: object) -> None:
@@ -327,19 +327,6 @@ def _run_apply(
             on_lock=on_lock,
         )
     return _finish(outcome, output, received, time.monotonic() - started, dstack_style)
-
-
-def _require_terminal(allow_input: bool, command: str) -> None:
-    if not allow_input:
-        raise UsageError(
-            "Approval needed",
-            f"{command} was run with --input=false; add --auto-approve (or -y) to {command} without a prompt.",
-        )
-    if not sys.stdin.isatty():
-        raise UsageError(
-            "Approval needed",
-            f"standard input is not a terminal, so volplan cannot ask; add --auto-approve (or -y) to {command} without a prompt.",
-        )
 
 
 def _ask(prepared: Prepared, output: Output, dstack_style: bool, command: str) -> bool:
@@ -396,7 +383,7 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
     plan = outcome.prepared.plan
     if not plan.actionable:
         if not outcome.prepared.recovered:
-            output.echo(render_human(plan, output.paint))
+            output.echo(render_human(plan, output.paint, outcome.prepared.drift))
         output.echo("\nApply complete: nothing to change.")
         return 0
     if outcome.cancelled:
