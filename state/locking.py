@@ -39,6 +39,10 @@ FILE_MODE = 0o600
 # Backoff between attempts while waiting for a lock: doubles from the first to the maximum.
 FIRST_RETRY_DELAY = 0.05
 MAX_RETRY_DELAY = 1.0
+# A holder records itself just after taking the lock and clears its record just before
+# releasing it. A command that times out while the record is empty keeps trying for this
+# long, so that it either gets the lock or can name the holder.
+EMPTY_RECORD_GRACE = 0.5
 
 
 @dataclass(frozen=True)
@@ -176,9 +180,18 @@ class FileLock:
         delay = FIRST_RETRY_DELAY
         while not _try_flock(descriptor):
             if time.monotonic() >= deadline:
-                raise self._locked_error(descriptor, timeout)
+                self._acquire_within_grace(descriptor, timeout)
+                return
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    def _acquire_within_grace(self, descriptor: int, timeout: float) -> None:
+        grace_ends = time.monotonic() + EMPTY_RECORD_GRACE
+        while _read_lock_info(descriptor) is None and time.monotonic() < grace_ends:
+            if _try_flock(descriptor):
+                return
+            time.sleep(0.01)
+        raise self._locked_error(descriptor, timeout)
 
     def _locked_error(self, descriptor: int, timeout: float) -> LockError:
         holder = _read_lock_info(descriptor)
