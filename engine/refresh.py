@@ -1,6 +1,6 @@
 """The drift and refresh commands as steps: read the state, refresh it, compare, and maybe write.
 
-`inspect_drift` writes nothing and takes no lock. `refresh_state` holds the state lock, asks
+`inspect_drift` writes nothing and takes no lock. `refresh_state` holds the state lock, calls
 `confirm` and then writes the refreshed facts into the state. Nothing here prints.
 """
 

@@ -24,7 +24,7 @@ _STYLE: dict[DriftKind, tuple[str, str]] = {
 
 
 def describe_drift(item: Drift) -> str:
-    """One sentence about one difference, naming the resource id."""
+    """Describe one difference in one sentence that names the resource id."""
     what = item.resource_id or "the resource"
     if item.kind is DriftKind.DELETED:
         return f"volume {what} was deleted outside volplan"
@@ -48,7 +48,7 @@ def drift_lines(drift: Sequence[Drift], paint: Paint) -> list[str]:
 
 
 def drift_section(drift: Sequence[Drift], paint: Paint) -> list[str]:
-    """The plan's section about drift, shown before the changes; empty without drift."""
+    """Build the plan's drift section, shown before the changes. Without drift it is empty."""
     if not drift:
         return []
     header = paint("Objects have changed outside volplan", "bold")

@@ -2,7 +2,7 @@
 
 Every command that writes the state holds its lock for the whole command. The lock records its
 holder (user, host, pid, command, time and a lock id) so that a command that cannot get it can
-say who has it.
+name the holder.
 
 Two kinds of lock fit the `StateLock` interface. `FileLock` is an operating-system lock on a
 file beside a local state: the kernel releases it when its process dies, so a crash never
@@ -65,7 +65,7 @@ class LockInfo:
 
 @dataclass(frozen=True)
 class LockStatus:
-    """What a lock records and whether its holder still holds it."""
+    """The holder recorded in a lock, and whether a live process still holds the lock."""
 
     holder: LockInfo | None
     held: bool

@@ -62,7 +62,6 @@ class LocalStateStore:
         self._first_read_text: str | None = None
         self._first_read_migration: Migration | None = None
         self._backup_written = False
-        self.upgrade_backup_path: Path | None = None
 
     def describe(self) -> str:
         return str(self.path)
@@ -109,18 +108,17 @@ class LocalStateStore:
         """
         if not self._backup_written and self._first_read_text is not None:
             if self._first_read_migration is not None:
-                self.upgrade_backup_path = self._write_upgrade_backup(self._first_read_migration, self._first_read_text)
+                self._write_upgrade_backup(self._first_read_migration, self._first_read_text)
             write_file_atomically(self.backup_path, self._first_read_text)
             self._backup_written = True
         write_file_atomically(self.path, state.to_text())
         log.info("wrote state %s (serial %d, %d resources)", self.path, state.serial, len(state.resources))
 
-    def _write_upgrade_backup(self, migration: Migration, text: str) -> Path:
+    def _write_upgrade_backup(self, migration: Migration, text: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         path = self.path.with_name(f"{self.path.name}.v{migration.from_version}-{stamp}.backup")
         write_file_atomically(path, text)
         log.info("kept the state as read (version %d) in %s before upgrading it", migration.from_version, path)
-        return path
 
     def write_errored(self, state: State) -> Path:
         """Save a state that could not be written to its place, for the user to put back."""

@@ -120,7 +120,7 @@ def refresh(options: GlobalOptions, auto_approve: bool, allow_input: bool, lock_
 
 
 def _workspace(options: GlobalOptions) -> Workspace:
-    """A workspace for commands that read no configurations but follow volplan.yml's providers."""
+    """Make a workspace for commands that read no configurations but use volplan.yml's providers."""
     root = options.directory.absolute()
     settings = load_project_settings(root)
     return make_workspace(options, Project(root, settings, volumes={}, runs={}, files=[]))
