@@ -7,10 +7,12 @@ module stays free of terminal concerns.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.actions import SUMMARY_ORDER, Action, Change, Plan, Record
+from engine.drift import Drift
+from engine.render_drift import drift_section
 from engine.units import format_duration, format_size
 
 Paint = Callable[[str, str], str]
@@ -54,11 +56,12 @@ def render_json(plan: Plan) -> str:
     return json.dumps(document, indent=2, sort_keys=False)
 
 
-def render_human(plan: Plan, paint: Paint = no_paint) -> str:
+def render_human(plan: Plan, paint: Paint = no_paint, drift: Sequence[Drift] = ()) -> str:
     lines: list[str] = []
     lines.extend(plan.notes[:1])
     if plan.notes[:1]:
         lines.append("")
+    lines.extend(drift_section(drift, paint))
 
     actionable = plan.actionable
     if actionable:

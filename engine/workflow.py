@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
 
 from engine.actions import Plan, Record
+from engine.drift import Drift, ProviderFacts, find_drift
 from engine.errors import PlanError, StateError, VolplanError
 from engine.executor import Events, ExecutionReport, execute
 from engine.planfile import SavedPlan, stale_reason
@@ -24,6 +25,7 @@ from engine.steps import StepRunner, record_from_facts
 from providers.base import VolumeFacts
 from providers.registry import ProviderSet
 from state.journal import Journal, JournalContents, fold_results, read_journal
+from state.migrations import STATE_VERSION, decide_external
 from state.model import State
 from state.store import LocalStateStore
 
@@ -55,6 +57,7 @@ class Prepared:
     graph: nx.DiGraph
     recovered: list[str] = field(default_factory=list)
     journal: JournalContents | None = None
+    drift: list[Drift] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +78,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         state, recovered = recover_journal(state, journal, workspace.providers)
 
     facts = refresh(state, workspace.providers) if options.refresh and state else {}
+    upgrade_notes = settle_upgrade(state, facts) if state else []
     source = PlanInput(
         project=project,
         prior=state,
@@ -86,8 +90,9 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         provider_header=_provider_header(project, state, workspace.providers),
     )
     plan = make_plan(source)
-    plan.warnings[:0] = recovered
-    return Prepared(state, plan, build_graph(plan), recovered, journal)
+    plan.warnings[:0] = recovered + upgrade_notes
+    drift = find_drift(state, ProviderFacts(volumes=facts)) if state else []
+    return Prepared(state, plan, build_graph(plan), recovered, journal, drift)
 
 
 def refresh(state: State, providers: ProviderSet) -> dict[str, VolumeFacts | None]:
@@ -103,6 +108,21 @@ def refresh(state: State, providers: ProviderSet) -> dict[str, VolumeFacts | Non
         for volume_id, address in addresses.items():
             facts[address] = found.get(volume_id)
     return facts
+
+
+def settle_upgrade(state: State, facts: Mapping[str, VolumeFacts | None]) -> list[str]:
+    """Decide what upgrading the state left undecided, from the refresh; return notes for people."""
+    migration = state.migration
+    if migration is None:
+        return []
+    creators = {address: found.lineage for address, found in facts.items() if found is not None}
+    notes = [
+        f"the state file (version {migration.from_version}) was upgraded in memory; 'volplan refresh', or the next "
+        f"apply that changes something, writes it at version {STATE_VERSION}, after keeping the file as read in a dated backup"
+    ]
+    notes.extend(migration.filled)
+    notes.extend(decide_external(state.resources, migration.undecided_external, state.lineage, creators))
+    return notes
 
 
 def look_up_registrations(

@@ -39,6 +39,8 @@ class VolumeFacts:
     created_at: str
     status: str = "available"
     token: str | None = None
+    # The lineage of the state whose apply created the volume, when the provider recorded it.
+    lineage: str | None = None
     attachments: tuple[str, ...] = field(default=())
 
 

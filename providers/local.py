@@ -304,6 +304,7 @@ def _facts(metadata: dict[str, Any]) -> VolumeFacts:
         created_at=metadata["created_at"],
         status="in-use" if attachments else "available",
         token=metadata.get("token"),
+        lineage=metadata.get("lineage"),
         attachments=attachments,
     )
 

@@ -18,11 +18,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from engine.actions import Action
 from engine.errors import StateError
 from state.model import Record, State
 from state.store import FILE_MODE, fsync_directory
 
 log = logging.getLogger(__name__)
+
+_OPERATIONS = ("begin", "intent", "done")
+# Only calls that create or destroy something write an intent first.
+_JOURNALED_ACTIONS = (Action.CREATE.value, Action.DELETE.value)
+_MOVE_AWAY = (
+    "Move the journal away (the state file itself is intact), then run 'volplan drift' to compare "
+    "the state with the providers."
+)
 
 
 @dataclass
@@ -67,7 +76,7 @@ def read_journal(path: Path) -> JournalContents | None:
             log.warning("ignoring unreadable journal line %d of %s", number, path)
             continue
         try:
-            _read_entry(entry, contents, intents, path)
+            _read_entry(entry, contents, intents, path, number)
         except (KeyError, TypeError):
             raise StateError(
                 "Damaged journal",
@@ -79,10 +88,21 @@ def read_journal(path: Path) -> JournalContents | None:
     return contents
 
 
-def _read_entry(entry: Any, contents: JournalContents, intents: dict[int, Intent], path: Path) -> None:
+def _read_entry(entry: Any, contents: JournalContents, intents: dict[int, Intent], path: Path, number: int) -> None:
     if not isinstance(entry, dict):
-        raise StateError("Damaged journal", f"{path} holds a line that is not a JSON object.")
+        raise StateError("Damaged journal", f"{path}:{number} is not a JSON object. {_MOVE_AWAY}")
     kind = entry.get("op")
+    if kind not in _OPERATIONS:
+        raise StateError(
+            "Damaged journal",
+            f"{path}:{number}: unknown op {json.dumps(kind)}, expected one of {', '.join(_OPERATIONS)}. {_MOVE_AWAY}",
+        )
+    if kind == "intent" and entry.get("action") not in _JOURNALED_ACTIONS:
+        raise StateError(
+            "Damaged journal",
+            f"{path}:{number}: unknown action {json.dumps(entry.get('action'))}, expected one of "
+            f"{', '.join(_JOURNALED_ACTIONS)}. {_MOVE_AWAY}",
+        )
     if kind == "begin":
         contents.lineage = entry.get("lineage")
     elif kind == "intent":

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import StateError
+from state.migrations import STATE_VERSION, Migration, read_version, upgrade
 
-STATE_VERSION = 1
+__all__ = ["STATE_VERSION", "Record", "State", "parse_state"]
 
 Record = dict[str, Any]
 
@@ -37,6 +38,8 @@ class State:
     serial: int = 0
     resources: dict[str, Record] = field(default_factory=dict)
     version: int = STATE_VERSION
+    # What upgrading the file as read changed in memory; None when it was already current.
+    migration: Migration | None = field(default=None, compare=False)
 
     @classmethod
     def new(cls) -> State:
@@ -57,7 +60,8 @@ class State:
         return self.lineage == other.lineage and self.resources == other.resources
 
     def copy(self) -> State:
-        return State(self.lineage, self.serial, {a: dict(r) for a, r in self.resources.items()}, self.version)
+        resources = {address: dict(record) for address, record in self.resources.items()}
+        return State(self.lineage, self.serial, resources, self.version, self.migration)
 
 
 def parse_state(text: str, origin: str) -> State:
@@ -73,36 +77,34 @@ def parse_state(text: str, origin: str) -> State:
     if not isinstance(data, dict):
         raise StateError("Damaged state file", f"{origin}: the top level is not a JSON object. {restore}")
 
-    version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise StateError("Damaged state file", f"{origin}: version is {version!r}, expected a number. {restore}")
-    if version > STATE_VERSION:
-        raise StateError(
-            "State file from a newer volplan",
-            f"{origin} has version {version}; this volplan reads up to version {STATE_VERSION}. "
-            "Upgrade volplan; the file was left untouched.",
-        )
+    data, migration = upgrade(data, read_version(data, origin, restore))
 
     lineage = data.get("lineage")
     serial = data.get("serial")
     resources = data.get("resources")
     if not isinstance(lineage, str) or not _is_uuid(lineage):
-        raise StateError("Damaged state file", f"{origin}: lineage {lineage!r} is not a UUID. {restore}")
+        raise StateError(
+            "Damaged state file",
+            f"{_at(origin, text, _LINEAGE_KEY)}: lineage {json.dumps(lineage)} is not a UUID. {restore}",
+        )
     if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
-        raise StateError("Damaged state file", f"{origin}: serial {serial!r} is not a non-negative number. {restore}")
+        raise StateError(
+            "Damaged state file",
+            f"{_at(origin, text, _SERIAL_KEY)}: serial {json.dumps(serial)} is not a non-negative number. {restore}",
+        )
     if not isinstance(resources, list):
         raise StateError("Damaged state file", f"{origin}: resources is not a list. {restore}")
 
-    return State(lineage, serial, _index_resources(resources, origin, restore), version)
+    return State(lineage, serial, _index_resources(resources, origin, text, restore), STATE_VERSION, migration)
 
 
-def _index_resources(resources: list[Any], origin: str, restore: str) -> dict[str, Record]:
+def _index_resources(resources: list[Any], origin: str, text: str, restore: str) -> dict[str, Record]:
     indexed: dict[str, Record] = {}
     for position, record in enumerate(resources):
-        where = f"{origin}: resources[{position}]"
         if not isinstance(record, dict) or not isinstance(record.get("address"), str):
-            raise StateError("Damaged state file", f"{where} has no address. {restore}")
+            raise StateError("Damaged state file", f"{origin}: resources[{position}] has no address. {restore}")
         address = record["address"]
+        where = f"{_at(origin, text, _address_key(address), occurrence=2 if address in indexed else 1)}: resources[{position}]"
         if address in indexed:
             raise StateError("Damaged state file", f"{where}: address {address} appears twice. {restore}")
         _check_fields(record, where, restore)
@@ -126,6 +128,24 @@ def _check_fields(record: Record, where: str, restore: str) -> None:
                 f"{where} ({record['address']}): {name} is {json.dumps(value)}, "
                 f"expected {_type_name(expected)}. {restore}",
             )
+
+
+_LINEAGE_KEY = '"lineage":'
+_SERIAL_KEY = '"serial":'
+
+
+def _address_key(address: str) -> str:
+    return f'"address": {json.dumps(address)}'
+
+
+def _at(origin: str, text: str, needle: str, occurrence: int = 1) -> str:
+    """`origin:line` for the given occurrence of `needle` in the file, or `origin` alone."""
+    index = -1
+    for _ in range(occurrence):
+        index = text.find(needle, index + 1)
+        if index < 0:
+            return origin
+    return f"{origin}:{text.count(chr(10), 0, index) + 1}"
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:

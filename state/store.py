@@ -7,28 +7,22 @@ truncated one.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import getpass
-import json
 import logging
 import os
-import socket
 import stat
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from engine.errors import LockError, StateError
+from engine.errors import StateError
+from state.locking import FILE_MODE, FileLock, LockInfo
+from state.migrations import Migration
 from state.model import State, parse_state
 
 log = logging.getLogger(__name__)
 
-FILE_MODE = 0o600
+__all__ = ["FILE_MODE", "LocalStateStore", "fsync_directory", "write_file_atomically"]
 
 
 def write_file_atomically(path: Path, text: str) -> None:
@@ -55,24 +49,6 @@ def fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
-@dataclass
-class LockInfo:
-    """Who holds the state lock."""
-
-    lock_id: str
-    user: str
-    host: str
-    pid: int
-    command: str
-    created: str
-
-    def describe(self) -> str:
-        return (
-            f"lock {self.lock_id} held by {self.user}@{self.host} (pid {self.pid}) "
-            f"running '{self.command}' since {self.created}"
-        )
-
-
 class LocalStateStore:
     """A state file on the local file system, with its lock, backup and journal beside it."""
 
@@ -82,7 +58,9 @@ class LocalStateStore:
         self.lock_path = path.with_name(path.name + ".lock")
         self.journal_path = path.with_name(path.name + ".journal")
         self.errored_path = path.with_name("errored." + path.name)
+        self.state_lock = FileLock(self.lock_path, path)
         self._first_read_text: str | None = None
+        self._first_read_migration: Migration | None = None
         self._backup_written = False
 
     def describe(self) -> str:
@@ -93,9 +71,11 @@ class LocalStateStore:
         text = self.read_text()
         if text is None:
             return None
+        state = parse_state(text, str(self.path))
         if self._first_read_text is None:
             self._first_read_text = text
-        return parse_state(text, str(self.path))
+            self._first_read_migration = state.migration
+        return state
 
     def read_text(self) -> str | None:
         try:
@@ -121,83 +101,30 @@ class LocalStateStore:
             ) from None
 
     def write(self, state: State) -> None:
-        """Write the state atomically, first saving the state as this command first read it."""
+        """Write the state atomically, first saving the state as this command first read it.
+
+        When reading upgraded the state, the file as read is also kept in a dated backup that
+        later commands never overwrite.
+        """
         if not self._backup_written and self._first_read_text is not None:
+            if self._first_read_migration is not None:
+                self._write_upgrade_backup(self._first_read_migration, self._first_read_text)
             write_file_atomically(self.backup_path, self._first_read_text)
             self._backup_written = True
         write_file_atomically(self.path, state.to_text())
         log.info("wrote state %s (serial %d, %d resources)", self.path, state.serial, len(state.resources))
+
+    def _write_upgrade_backup(self, migration: Migration, text: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = self.path.with_name(f"{self.path.name}.v{migration.from_version}-{stamp}.backup")
+        write_file_atomically(path, text)
+        log.info("kept the state as read (version %d) in %s before upgrading it", migration.from_version, path)
 
     def write_errored(self, state: State) -> Path:
         """Save a state that could not be written to its place, for the user to put back."""
         write_file_atomically(self.errored_path, state.to_text())
         return self.errored_path
 
-    @contextmanager
-    def lock(self, command: str, timeout: float = 0.0) -> Iterator[LockInfo | None]:
-        """Hold the state lock for the block; yields what a dead previous holder left, if anything."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            self._acquire(descriptor, timeout)
-            stale = _read_lock_info(descriptor)
-            _write_lock_info(descriptor, _new_lock_info(command))
-            if stale is not None:
-                log.warning("previous lock holder died: %s", stale.describe())
-            try:
-                yield stale
-            finally:
-                # An empty lock file tells the next holder that this one ended cleanly.
-                os.ftruncate(descriptor, 0)
-        finally:
-            os.close(descriptor)
-
-    def _acquire(self, descriptor: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            if time.monotonic() >= deadline:
-                holder = _read_lock_info(descriptor)
-                who = holder.describe() if holder else "another volplan process"
-                raise LockError(
-                    "State locked",
-                    f"{self.path} is locked: {who}. Wait for it to finish, or retry with "
-                    "--lock-timeout 60s to wait up to a minute.",
-                )
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
-
-
-def _new_lock_info(command: str) -> LockInfo:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return LockInfo(
-        lock_id=str(uuid.uuid4()),
-        user=user,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        command=command,
-        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
-
-
-def _write_lock_info(descriptor: int, info: LockInfo) -> None:
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, (json.dumps(info.__dict__, sort_keys=True) + "\n").encode(), 0)
-
-
-def _read_lock_info(descriptor: int) -> LockInfo | None:
-    try:
-        raw = os.pread(descriptor, 65536, 0)
-        data = json.loads(raw) if raw.strip() else None
-        return LockInfo(**data) if isinstance(data, dict) else None
-    except (OSError, ValueError, TypeError):
-        return None
+    def lock(self, command: str, timeout: float = 0.0) -> AbstractContextManager[LockInfo | None]:
+        """Hold the state lock for a block; yields the record of a dead previous holder, if any."""
+        return self.state_lock.hold(command, timeout)

@@ -16,6 +16,8 @@ import click
 from engine import __version__
 from engine.argv import normalise
 from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text
+from engine.cli.drift import drift, refresh
+from engine.cli.locks import force_unlock
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
 from engine.cli.validate import validate
 from engine.cli.volume import volume
@@ -109,7 +111,7 @@ def cli(
     ctx.obj = GlobalOptions(directory or Path.cwd(), state, list(providers), not no_color)
 
 
-for command in (plan, apply_command, destroy, delete, validate, volume):
+for command in (plan, apply_command, destroy, delete, validate, volume, drift, refresh, force_unlock):
     cli.add_command(command)
 
 

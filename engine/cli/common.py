@@ -132,3 +132,17 @@ def load_project_settings(root: Path) -> Settings:
     if issues:
         raise ConfigError(issues)
     return settings
+
+
+def require_terminal(allow_input: bool, command: str) -> None:
+    """Raise unless a person can answer a prompt on this terminal."""
+    if not allow_input:
+        raise UsageError(
+            "Approval needed",
+            f"{command} was run with --input=false; add --auto-approve (or -y) to {command} without a prompt.",
+        )
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "Approval needed",
+            f"standard input is not a terminal, so volplan cannot ask; add --auto-approve (or -y) to {command} without a prompt.",
+        )

@@ -27,8 +27,9 @@ from engine.cli.common import (
     parse_duration_option,
     refresh_option,
     replace_option,
+    require_terminal,
 )
-from engine.cli.prompts import ask, require_terminal
+from engine.cli.prompts import ask
 from engine.cli.tables import render_table, volume_rows
 from engine.errors import UsageError, VolplanError
 from engine.executor import Events, StepResult, StepStatus
@@ -93,7 +94,7 @@ def plan(
     if as_json:
         output.echo(render_json(prepared.plan))
     else:
-        output.echo(render_human(prepared.plan, output.paint))
+        output.echo(render_human(prepared.plan, output.paint, prepared.drift))
     if out is not None:
         write_plan_file(out, SavedPlan(prepared.plan))
         if not as_json:
@@ -343,7 +344,7 @@ def run_apply(
     received: list[int] = []
 
     def confirm(prepared: Prepared) -> bool:
-        output.echo(render_human(prepared.plan, output.paint))
+        output.echo(render_human(prepared.plan, output.paint, prepared.drift))
         output.echo()
         if flags.auto_approve:
             return True
@@ -406,7 +407,7 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
     plan = outcome.prepared.plan
     if not plan.actionable:
         if not outcome.prepared.recovered:
-            output.echo(render_human(plan, output.paint))
+            output.echo(render_human(plan, output.paint, outcome.prepared.drift))
         output.echo("\nApply complete: nothing to change.")
         return 0
     if outcome.cancelled:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from engine.actions import SUMMARY_ORDER, Action, Change, Plan
 from engine.cli.common import Output
-from engine.errors import UsageError
 from engine.render import destroyed_data
 from engine.units import format_size
 
@@ -20,19 +17,6 @@ _VERBS = {
     Action.DELETE: "delete",
     Action.DEREGISTER: "deregister",
 }
-
-
-def require_terminal(allow_input: bool, command: str) -> None:
-    if not allow_input:
-        raise UsageError(
-            "Approval needed",
-            f"{command} was run with --input=false; add --auto-approve (or -y) to {command} without a prompt.",
-        )
-    if not sys.stdin.isatty():
-        raise UsageError(
-            "Approval needed",
-            f"standard input is not a terminal, so volplan cannot ask; add --auto-approve (or -y) to {command} without a prompt.",
-        )
 
 
 def ask(plan: Plan, output: Output, dstack_style: bool, command: str) -> bool:
