@@ -22,6 +22,15 @@ class FieldProblem(ValueError):
         self.fix = fix
 
 
+class NestedProblem(UnitError):
+    """A problem with one entry inside a field, such as one tag of `tags`, at `subpath` below it."""
+
+    def __init__(self, subpath: FieldPath, value: object, problem: str, fix: str) -> None:
+        super().__init__(problem, fix)
+        self.subpath = subpath
+        self.value = value
+
+
 # Field names that differ between a model and the file.
 _FILE_NAMES = {"size_gb": "size"}
 
@@ -42,6 +51,8 @@ def _translate(document: Document, data: dict[Any, Any], detail: Any, at: FieldP
         return document.issue(
             at + (field,), cause.problem, value=data.get(field), fix=cause.fix, show_value=field in data
         )
+    if isinstance(cause, NestedProblem):
+        return document.issue(at + path + cause.subpath, cause.problem, value=cause.value, fix=cause.fix)
     if isinstance(cause, UnitError):
         return document.issue(at + path, cause.problem, value=lookup(data, path), fix=cause.fix)
     if detail["type"] == "missing":

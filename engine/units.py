@@ -90,7 +90,7 @@ def _whole_seconds(value: float) -> int:
     if not math.isfinite(value) or value != int(value):
         raise UnitError(
             "is not a whole number of seconds",
-            f"Write {math.floor(value) if math.isfinite(value) else 0}s, or a duration such as 5m.",
+            f"Write {round(value) if math.isfinite(value) else 0}s, or a duration such as 5m.",
         )
     return int(value)
 

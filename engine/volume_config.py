@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from engine.documents import describe_value
 from engine.dstack_keys import VOLUME_FIELDS
-from engine.model_errors import FieldProblem
+from engine.model_errors import FieldProblem, NestedProblem
 from engine.templates import is_template
 from engine.units import UnitError, parse_duration, parse_size_gb
 
@@ -133,19 +133,24 @@ class VolumeConfiguration(BaseModel):
 
 
 def _check_tag(key: object, value: object) -> None:
-    if not isinstance(key, str) or not isinstance(value, str):
-        raise UnitError(
-            f"has the non-string entry {describe_value(key)}: {describe_value(value)}",
-            'Quote tag names and values, for example "1" instead of 1.',
+    if not isinstance(key, str):
+        raise NestedProblem((str(key),), key, "is a tag name that is not a string", f'Quote it: "{key}".')
+    if not isinstance(value, str):
+        raise NestedProblem(
+            (key,),
+            value,
+            "is not a string: tag values must be strings",
+            f'Quote the value, for example "{describe_value(value)}".',
         )
     if not TAG_KEY.fullmatch(key):
-        raise UnitError(
-            f"has the invalid tag name {describe_value(key)}",
-            "Use 1 to 60 letters, digits, '_' or '-' in a tag name.",
+        raise NestedProblem(
+            (key,), key, "is not a valid tag name", "Use 1 to 60 letters, digits, '_' or '-' in a tag name."
         )
     if not TAG_VALUE.fullmatch(value):
-        raise UnitError(
-            f"has the invalid value {describe_value(value)} for tag {key}",
+        raise NestedProblem(
+            (key,),
+            value,
+            "is not a valid tag value",
             "Use up to 256 letters, digits, spaces or . : / = _ - + @ in a tag value.",
         )
 
