@@ -1,8 +1,9 @@
 """A run's `volumes:` list: network volume mounts and instance (host) folder mounts.
 
-The forms are dstack's: the short form `src:dst` with exactly one colon, where a `src` containing
-`/` is a host path and anything else a volume name; the long forms `{name, path}` (name may be a
-list, for volumes in several regions or backends) and `{instance_path, path, optional}`. Paths
+The forms are dstack's. The short form is `src:dst` with exactly one colon, where a `src`
+containing `/` is a host path and anything else a volume name. The long forms are `{name, path}`
+(name may be a list, for volumes in several regions or backends) and
+`{instance_path, path, optional}`. Paths
 must be absolute without `..`, and are normalised as dstack normalises them (PurePosixPath).
 """
 
@@ -239,6 +240,8 @@ def check_mount_names(
 
 
 def _template_problem(template: str, ranks: range) -> tuple[str, str] | None:
+    # NOTE: a template with an expression is rendered once per rank, so a task with a very large
+    # `nodes` count and a jinja2 expression (not a plain reference) takes seconds to validate.
     try:
         varies = any(isinstance(part, Expression) for part in split_template(template))
         for rank in ranks if varies else ranks[:1]:

@@ -3,8 +3,8 @@
 The volume-related fields (`volumes`, `nodes`, task `groups`, `stop_duration`, `backends`,
 `regions`, `availability_zones`, `name`) are checked as dstack 0.22.5 checks them, plus the
 rules volplan adds (docs/configuration.md). Every other key dstack accepts is kept in `body` as
-written; of those, only what decides whether dstack accepts the file at all is checked
-(`commands` or `image`, a service's `port`, the shape of `replicas` and `groups`).
+written. Of those, volplan checks only what decides whether dstack accepts the file at all:
+`commands` or `image`, a service's `port`, and the shape of `replicas` and `groups`.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ syntax) or `${{ expr }}` (dstack's); `$$` is an escaped `$`, and whitespace insi
 does not matter. The variables are `dstack.node_rank` and its alias `dstack.job_num`.
 
 Expressions are evaluated by jinja2's `SandboxedEnvironment` with `StrictUndefined`. volplan
-splits the text into literal parts and expressions itself, so jinja2 never sees the user's
-delimiters: its own delimiters contain a NUL character, which a template may not contain, so
-block and comment syntax cannot be opened. A template whose expressions are all plain
-references to a known variable takes a fast path that substitutes the rank without jinja2;
+splits the text into literal parts and expressions itself, so jinja2 never parses the user's
+delimiters. jinja2's own delimiters contain a NUL character, which a template may not contain,
+so block and comment syntax cannot be opened. A template whose expressions are all plain
+references to a known variable takes a fast path that substitutes the rank without jinja2.
 `tests/test_templates.py` checks that both paths accept and reject the same templates.
 """
 
@@ -39,7 +39,7 @@ _SURROUNDING_SPACE = re.compile(r"^\s+|\s+$")
 
 
 class TemplateError(ValueError):
-    """A template that cannot be rendered; `fix` says what to write instead."""
+    """A template that cannot be rendered, with `fix`: what to write instead."""
 
     def __init__(self, problem: str, fix: str) -> None:
         super().__init__(problem)

@@ -3,7 +3,7 @@
 The grammar follows dstack 0.22.5 (`Memory.parse` for sizes, `Duration.parse` for durations).
 Where dstack silently truncates (`512MB` becomes 0 GB, `100.5GB` becomes 100 GB, a duration of
 `1.5` becomes 1 second) or accepts nonsense (zero, negative or infinite sizes, `true` as 1 GB),
-volplan rejects the value and says what to write instead.
+volplan rejects the value and names the value to write instead.
 """
 
 from __future__ import annotations

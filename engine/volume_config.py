@@ -1,8 +1,8 @@
 """`type: volume` configurations: one pydantic model per dstack backend that has network volumes.
 
-The fields of each backend are those of dstack 0.22.5 (`engine.dstack_keys.VOLUME_FIELDS`); the
-rules are dstack's client and server checks, stricter where volplan documents a difference
-(docs/configuration.md). Every model has the same attributes, so the planner reads any of them
+The fields of each backend are those of dstack 0.22.5 (`engine.dstack_keys.VOLUME_FIELDS`). The
+rules are dstack's client and server checks, made stricter where docs/configuration.md lists a
+deliberate difference. Every model has the same attributes, so the planner reads any of them
 alike: a field the backend does not have is None.
 """
 
@@ -36,14 +36,14 @@ class VolumeConfiguration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    # The keys this backend's configuration accepts; set by each backend's model.
+    # The keys this backend's configuration accepts, set by each backend's model.
     FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     type: Literal["volume"]
     name: str
     backend: str
     tags: dict[str, str] = Field(default_factory=dict)
-    # Seconds after the last detach before dstack deletes the volume; None keeps it.
+    # Seconds after the last detach before dstack deletes the volume, or None to keep it.
     auto_cleanup_duration: int | None = None
     region: str | None = None
     availability_zone: str | None = None
@@ -84,7 +84,7 @@ class VolumeConfiguration(BaseModel):
     @field_validator("auto_cleanup_duration", mode="before")
     @classmethod
     def _check_cleanup(cls, value: object) -> object:
-        # dstack reads `off`, false and any negative number as "never"; true means the default.
+        # dstack reads `off`, false and any negative number as "never", and true as the default.
         if value is None or value is True:
             return None
         seconds = parse_duration(value)
@@ -97,6 +97,7 @@ class VolumeConfiguration(BaseModel):
             return {}
         if not isinstance(value, dict):
             raise UnitError("must be a mapping of tag names to values", "Write tags: {team: ml}.")
+        # NOTE: only the first invalid tag of a file is reported.
         for key, item in value.items():
             _check_tag(key, item)
         return value
