@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from engine.actions import Record
-from engine.config import VOLUME_NAME
+from engine.volume_config import is_volume_name
 from engine.errors import UsageError
 from engine.project import DesiredVolume, Project
 
@@ -109,7 +109,7 @@ def _single_file(project: Project) -> str:
 
 
 def _check_name(name: str) -> None:
-    if not VOLUME_NAME.match(name):
+    if not is_volume_name(name):
         raise UsageError(
             "Invalid value for -n",
             f"{name!r} is not a valid volume name. Use 2 to 41 characters: a lowercase letter first, "

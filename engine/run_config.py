@@ -1,39 +1,39 @@
 """Run configurations (dev-environment, task, service): the fields volplan manages.
 
-Every other key dstack accepts is kept in `body` as written.
+The volume-related fields (`volumes`, `nodes`, task `groups`, `stop_duration`, `backends`,
+`regions`, `availability_zones`, `name`) are checked as dstack 0.22.5 checks them, plus the
+rules volplan adds (docs/configuration.md). Every other key dstack accepts is kept in `body` as
+written. Of those, volplan checks only what decides whether dstack accepts the file at all:
+`commands` or `image`, a service's `port`, and the shape of `replicas` and `groups`.
 """
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from engine.documents import Document, FieldPath
+from engine.dstack_keys import BACKENDS
 from engine.errors import ConfigIssue
+from engine.model_errors import did_you_mean, translate_errors
+from engine.mounts import InstanceMount, Mount, NetworkMount, check_mount_names, parse_mounts
+from engine.run_groups import NodeGroup, parse_node_groups, parse_service_replicas
 from engine.units import UnitError, parse_duration
+from engine.volume_config import VOLUME_NAME_FIX, is_volume_name
+
+__all__ = [
+    "DEFAULT_STOP_DURATION",
+    "InstanceMount",
+    "Mount",
+    "NetworkMount",
+    "NodeGroup",
+    "RunConfiguration",
+    "parse_run",
+]
 
 DEFAULT_STOP_DURATION = 300
-
-
-@dataclass(frozen=True)
-class NetworkMount:
-    """A network volume mounted at `path`; `names` are templates, the first that fits wins."""
-
-    names: tuple[str, ...]
-    path: str
-
-
-@dataclass(frozen=True)
-class InstanceMount:
-    """A folder of the instance (host) mounted at `path`."""
-
-    instance_path: str
-    path: str
-    optional: bool = False
-
-
-Mount = NetworkMount | InstanceMount
 
 
 @dataclass(frozen=True)
@@ -42,182 +42,137 @@ class RunConfiguration:
     name: str | None
     body: dict[str, Any]
     mounts: tuple[Mount, ...] = ()
+    # Nodes of the run, each with its own rank: a task's `nodes`, or the sum of its groups' nodes.
     nodes: int = 1
     # Seconds to wait for a detach before forcing it; None means wait until detached.
     stop_duration: int | None = DEFAULT_STOP_DURATION
     backends: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     availability_zones: tuple[str, ...] = ()
-    # Nodes that each get rank 0 (service replicas); 1 for other types.
+    # Nodes that each get rank 0 (service replicas, at the lower bound of a range); 1 for other types.
     replicas: int = 1
     mount_positions: tuple[FieldPath, ...] = field(default=())
+    # A task's node groups in rank order; one group named "0" for a task without `groups`.
+    node_groups: tuple[NodeGroup, ...] = ()
+
+    def node_ranks(self) -> range:
+        """The `dstack.node_rank` values the run's mounts are rendered for."""
+        return range(self.nodes) if self.type == "task" else range(1)
+
+
+class _RunFields(BaseModel):
+    """The scalar fields volplan reads, with dstack's types (pydantic's lax coercion included)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = None
+    nodes: int | None = Field(default=None, ge=1)
+    stop_duration: int | None = DEFAULT_STOP_DURATION
+    backends: list[str] | None = None
+    regions: list[str] | None = None
+    availability_zones: list[str] | None = None
+    image: str | None = None
+    commands: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not is_volume_name(value):
+            raise UnitError("is not a valid run name", VOLUME_NAME_FIX)
+        return value
+
+    @field_validator("stop_duration", mode="before")
+    @classmethod
+    def _check_stop_duration(cls, value: object) -> object:
+        # As dstack: absent or true is the default, off or false waits forever, negative is invalid.
+        if value is None or value is True:
+            return DEFAULT_STOP_DURATION
+        seconds = parse_duration(value)
+        if seconds is not None and seconds < 0:
+            raise UnitError("must not be negative", "Write a duration such as 5m, or off.")
+        return seconds
+
+    @field_validator("backends")
+    @classmethod
+    def _check_backends(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if name not in BACKENDS:
+                hint = did_you_mean(name, BACKENDS)
+                raise UnitError(
+                    f"lists {name}, which is not a dstack backend",
+                    hint or "Use dstack backend names such as aws or gcp.",
+                )
+        return value
 
 
 def parse_run(document: Document, data: dict[str, Any], kind: str) -> tuple[RunConfiguration | None, list[ConfigIssue]]:
+    """Check one run configuration and collect every issue, or return the run."""
     issues: list[ConfigIssue] = []
-    name = data.get("name")
-    if name is not None and not isinstance(name, str):
-        issues.append(document.issue(("name",), "must be a string", value=name, fix="Quote the name."))
-    mounts = _parse_mounts(document, data.get("volumes"), issues)
-    nodes = _parse_nodes(document, data, kind, issues)
-    stop_duration = _parse_stop_duration(document, data, issues)
-    lists = {key: _string_list(document, data, key, issues) for key in ("backends", "regions", "availability_zones")}
-    replicas = _parse_replicas(document, data, issues) if kind == "service" else 1
-    if issues:
+    try:
+        fields = _RunFields.model_validate(data)
+    except ValidationError as error:
+        issues.extend(translate_errors(document, data, error))
+        fields = None
+
+    mounts = parse_mounts(document, data.get("volumes"), issues)
+    groups = parse_node_groups(document, data, issues) if kind == "task" else ()
+    replicas = parse_service_replicas(document, data, issues) if kind == "service" else 1
+    _check_required(document, data, kind, issues)
+
+    nodes = sum(group.nodes for group in groups) if groups else 1
+    ranks = range(nodes) if kind == "task" else range(1)
+    check_mount_names(document, mounts, ranks, issues)
+    if issues or fields is None:
         return None, issues
+
     run = RunConfiguration(
         type=kind,
-        name=name,
+        name=fields.name,
         body=data,
         mounts=tuple(mount for mount, _ in mounts),
-        nodes=nodes,
-        stop_duration=stop_duration,
-        backends=lists["backends"],
-        regions=lists["regions"],
-        availability_zones=lists["availability_zones"],
+        nodes=nodes if kind == "task" else 1,
+        stop_duration=fields.stop_duration,
+        backends=tuple(fields.backends or ()),
+        regions=tuple(fields.regions or ()),
+        availability_zones=tuple(fields.availability_zones or ()),
         replicas=replicas,
         mount_positions=tuple(position for _, position in mounts),
+        node_groups=groups,
     )
     return run, []
 
 
-def _parse_mounts(document: Document, value: Any, issues: list[ConfigIssue]) -> list[tuple[Mount, FieldPath]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
+def _check_required(document: Document, data: dict[str, Any], kind: str, issues: list[ConfigIssue]) -> None:
+    """dstack's rules on what a task or service must define (and where, with groups)."""
+    if kind == "service" and "port" not in data:
         issues.append(
-            document.issue(("volumes",), "must be a list", value=value, fix="Write volumes: [my-volume:/data].")
+            _missing(document, "port", "a service needs the port its application listens on", "Add port: 8000.")
         )
-        return []
-    mounts: list[tuple[Mount, FieldPath]] = []
-    for index, entry in enumerate(value):
-        at: FieldPath = ("volumes", index)
-        mount = _parse_mount(document, entry, at, issues)
-        if mount is not None:
-            mounts.append((mount, at))
-    return mounts
 
-
-def _parse_mount(document: Document, entry: Any, at: FieldPath, issues: list[ConfigIssue]) -> Mount | None:
-    if isinstance(entry, str):
-        source, colon, target = entry.partition(":")
-        if not colon or ":" in target or not source or not target:
-            issues.append(
-                document.issue(
-                    at,
-                    "is not a mount",
-                    value=entry,
-                    fix="Write NAME:/path for a volume or /host/path:/path for an instance folder.",
-                )
-            )
-            return None
-        path = _check_path(document, at, target, issues)
-        if "/" in source:
-            instance_path = _check_path(document, at, source, issues)
-            return InstanceMount(instance_path, path) if instance_path and path else None
-        return NetworkMount((source,), path) if path else None
-
-    if isinstance(entry, dict):
-        if "instance_path" in entry:
-            if "name" in entry:
-                issues.append(
-                    document.issue(at, "mixes name and instance_path", value=entry, fix="Use one of the two.")
-                )
-                return None
-            instance_path = _check_path(document, at + ("instance_path",), entry.get("instance_path"), issues)
-            path = _check_path(document, at + ("path",), entry.get("path"), issues)
-            optional = entry.get("optional", False)
-            if not isinstance(optional, bool):
-                issues.append(document.issue(at + ("optional",), "must be true or false", value=optional))
-                return None
-            return InstanceMount(instance_path, path, optional) if instance_path and path else None
-        names = entry.get("name")
-        if isinstance(names, str):
-            names = [names]
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-            issues.append(
-                document.issue(at + ("name",), "must be a volume name or a list of names", value=entry.get("name"))
-            )
-            return None
-        if "optional" in entry:
-            issues.append(
-                document.issue(
-                    at + ("optional",),
-                    "is allowed only on instance mounts",
-                    value=entry["optional"],
-                    fix="Remove optional: from a network volume mount.",
-                )
-            )
-            return None
-        path = _check_path(document, at + ("path",), entry.get("path"), issues)
-        return NetworkMount(tuple(names), path) if path else None
-
-    issues.append(
-        document.issue(at, "is not a mount", value=entry, fix="Write NAME:/path or {name: NAME, path: /path}.")
-    )
-    return None
-
-
-def _check_path(document: Document, at: FieldPath, value: Any, issues: list[ConfigIssue]) -> str:
-    if not isinstance(value, str) or not value.startswith("/"):
-        issues.append(document.issue(at, "must be an absolute path", value=value, fix="Start the path with /."))
-        return ""
-    if ".." in value.split("/"):
+    groups = data.get("groups")
+    replica_list = kind == "service" and isinstance(data.get("replicas"), list)
+    needs_commands = kind in ("task", "service") and groups is None and not replica_list
+    if needs_commands and not data.get("commands") and not data.get("image"):
         issues.append(
-            document.issue(at, "must not contain ..", value=value, fix="Write the path without .. components.")
+            _missing(
+                document,
+                "commands",
+                "a task or service needs commands or an image (neither is set)",
+                "Add commands: [...] or image: NAME.",
+            )
         )
-        return ""
-    return posixpath.normpath(value)
-
-
-def _parse_nodes(document: Document, data: dict[str, Any], kind: str, issues: list[ConfigIssue]) -> int:
-    if kind != "task":
-        return 1
-    value = data.get("nodes", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        issues.append(document.issue(("nodes",), "must be a whole number of at least 1", value=value))
-        return 1
-    return value
-
-
-def _parse_replicas(document: Document, data: dict[str, Any], issues: list[ConfigIssue]) -> int:
-    value = data.get("replicas", 1)
-    if isinstance(value, str) and ".." in value:
-        value = value.split("..", 1)[0].strip() or "0"
-        value = int(value) if value.isdigit() else value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        issues.append(
-            document.issue(("replicas",), "must be a number or a range such as 1..4", value=data.get("replicas"))
-        )
-        return 1
-    return max(value, 1)
-
-
-def _parse_stop_duration(document: Document, data: dict[str, Any], issues: list[ConfigIssue]) -> int | None:
-    value = data.get("stop_duration")
-    if value is None or value is True:
-        return DEFAULT_STOP_DURATION
-    try:
-        seconds = parse_duration(value)
-    except UnitError as error:
-        issues.append(document.issue(("stop_duration",), error.problem, value=value, fix=error.fix))
-        return DEFAULT_STOP_DURATION
-    if seconds is not None and seconds < 0:
+    if kind == "dev-environment" and data.get("entrypoint") is not None:
         issues.append(
             document.issue(
-                ("stop_duration",), "must not be negative", value=value, fix="Write a duration such as 5m, or off."
+                ("entrypoint",),
+                "is not supported for a dev-environment",
+                value=data.get("entrypoint"),
+                fix="Remove entrypoint:, or use a task.",
             )
         )
-    return seconds
 
 
-def _string_list(document: Document, data: dict[str, Any], key: str, issues: list[ConfigIssue]) -> tuple[str, ...]:
-    value = data.get(key)
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        issues.append(document.issue((key,), "must be a list of strings", value=value))
-        return ()
-    return tuple(value)
+def _missing(document: Document, key: str, problem: str, fix: str) -> ConfigIssue:
+    """An issue for a missing key, located at the file's `type:` line."""
+    line, column = document.position(("type",), key=True)
+    return ConfigIssue(document.path, line, column, key, None, f"is missing: {problem}", fix)

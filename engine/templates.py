@@ -1,20 +1,45 @@
 """Render network volume names such as `data-$<< dstack.node_rank >>` for one node.
 
-Only volume names are templates. The variables are `dstack.node_rank` and its alias
-`dstack.job_num`; `$$` is an escaped `$`.
+Only network volume names are templates. An expression is written `$<< expr >>` (volplan's
+syntax) or `${{ expr }}` (dstack's); `$$` is an escaped `$`, and whitespace inside the delimiters
+does not matter. The variables are `dstack.node_rank` and its alias `dstack.job_num`.
+
+Expressions are evaluated by jinja2's `SandboxedEnvironment` with `StrictUndefined`. volplan
+splits the text into literal parts and expressions itself, so jinja2 never parses the user's
+delimiters. jinja2's own delimiters contain a NUL character, which a template may not contain,
+so block and comment syntax cannot be opened. A template whose expressions are all plain
+references to a known variable takes a fast path that substitutes the rank without jinja2.
+`tests/test_templates.py` checks that both paths accept and reject the same templates.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
+from dataclasses import dataclass
+from typing import Any
 
-# `$<< expr >>` (volplan's syntax) and `${{ expr }}` (dstack's).
-_EXPRESSION = re.compile(r"\$\$|\$<<\s*(?P<a>[^>]*?)\s*>>|\$\{\{\s*(?P<b>[^}]*?)\s*\}\}")
+import jinja2
+from jinja2 import nodes
+from jinja2.sandbox import SandboxedEnvironment
+
 KNOWN_VARIABLES = ("dstack.node_rank", "dstack.job_num")
+MAX_TEMPLATE_LENGTH = 1000
+# Bounds on what one expression may build, far above anything a volume name needs.
+MAX_SEQUENCE_LENGTH = 100_000
+MAX_POWER_BITS = 4096
+
+_OPENINGS = (("$<<", ">>"), ("${{", "}}"))
+_VARIABLE_START = "\x00<"
+_VARIABLE_END = ">\x00"
+_KNOWN_HINT = f"Known variables: {', '.join(KNOWN_VARIABLES)}, as in data-$<< dstack.node_rank >>."
+# jinja2's lexer reads whitespace with `\s`, so the fast path strips the same characters.
+_SURROUNDING_SPACE = re.compile(r"^\s+|\s+$")
 
 
 class TemplateError(ValueError):
-    """A template that cannot be rendered; `fix` says what to write instead."""
+    """A template that cannot be rendered, with `fix`: what to write instead."""
 
     def __init__(self, problem: str, fix: str) -> None:
         super().__init__(problem)
@@ -22,22 +47,241 @@ class TemplateError(ValueError):
         self.fix = fix
 
 
+@dataclass(frozen=True)
+class Expression:
+    """The text between `$<<` and `>>` (or `${{` and `}}`), without surrounding whitespace."""
+
+    source: str
+
+
+Part = str | Expression
+
+
 def is_template(text: str) -> bool:
     return "$<<" in text or "${{" in text or "$$" in text
 
 
 def render_volume_name(template: str, node_rank: int) -> str:
-    """Substitute the node rank into a volume name template."""
+    """Render a volume name template for one node, by the fast path where it applies."""
+    rendered = render_fast(template, node_rank)
+    return rendered if rendered is not None else render_sandboxed(template, node_rank)
 
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        expression = match.group("a") if match.group("a") is not None else match.group("b")
-        if expression in KNOWN_VARIABLES:
-            return str(node_rank)
+
+def render_fast(template: str, node_rank: int) -> str | None:
+    """Substitute plain references to known variables without jinja2; None when jinja2 is needed."""
+    parts = split_template(template)
+    if "\r" in template:
+        # jinja2 turns \r and \r\n in literal text into \n.
+        return None
+    rendered = []
+    for part in parts:
+        if isinstance(part, str):
+            rendered.append(part)
+        elif part.source in KNOWN_VARIABLES:
+            rendered.append(str(node_rank))
+        else:
+            return None
+    return "".join(rendered)
+
+
+def render_sandboxed(template: str, node_rank: int) -> str:
+    """Render with jinja2's sandbox, whatever the template holds."""
+    compiled = _compile(template)
+    try:
+        return compiled.render(dstack=_DstackVariables(node_rank))
+    except jinja2.UndefinedError as error:
+        raise TemplateError(_undefined_problem(template, error), _KNOWN_HINT) from None
+    except jinja2.exceptions.SecurityError as error:
+        raise TemplateError(f"does something the template sandbox does not allow ({error})", _KNOWN_HINT) from None
+    except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as error:
+        raise TemplateError(f"could not be rendered ({_describe(error)})", _KNOWN_HINT) from None
+    except RecursionError:
+        raise TemplateError("is nested too deeply to render", "Simplify the expression.") from None
+
+
+@functools.lru_cache(maxsize=65536)
+def split_template(template: str) -> tuple[Part, ...]:
+    """Split a template into literal text and expressions; `$$` becomes a literal `$`."""
+    if len(template) > MAX_TEMPLATE_LENGTH:
         raise TemplateError(
-            f"uses the unknown variable {expression!r}",
-            f"Volume names may use {' or '.join(KNOWN_VARIABLES)}, as in data-$<< dstack.node_rank >>.",
+            f"is {len(template)} characters long, more than the {MAX_TEMPLATE_LENGTH} a template may have",
+            "Shorten the name.",
         )
+    if "\x00" in template:
+        raise TemplateError("contains a NUL character", "Remove it.")
 
-    return _EXPRESSION.sub(substitute, template)
+    parts: list[Part] = []
+    literal: list[str] = []
+    position = 0
+    while position < len(template):
+        dollar = template.find("$", position)
+        if dollar == -1:
+            literal.append(template[position:])
+            break
+        literal.append(template[position:dollar])
+        position = _read_after_dollar(template, dollar, parts, literal)
+
+    if literal:
+        parts.append("".join(literal))
+    return tuple(part for part in parts if part != "")
+
+
+def _read_after_dollar(template: str, dollar: int, parts: list[Part], literal: list[str]) -> int:
+    """Read what follows a `$` at `dollar`; return the position after it."""
+    if template.startswith("$$", dollar):
+        literal.append("$")
+        return dollar + 2
+
+    for opening, closing in _OPENINGS:
+        if not template.startswith(opening, dollar):
+            continue
+        end = template.find(closing, dollar + len(opening))
+        if end == -1:
+            raise TemplateError(
+                f"opens an expression with {opening} but never closes it with {closing}",
+                f"Write {opening} dstack.node_rank {closing}, or $$ for a literal $.",
+            )
+        if literal:
+            parts.append("".join(literal))
+            literal.clear()
+        parts.append(Expression(_SURROUNDING_SPACE.sub("", template[dollar + len(opening) : end])))
+        return end + len(closing)
+
+    literal.append("$")
+    return dollar + 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(template: str) -> jinja2.Template:
+    source = "".join(
+        part if isinstance(part, str) else f"{_VARIABLE_START} {part.source} {_VARIABLE_END}"
+        for part in split_template(template)
+    )
+    try:
+        return _ENVIRONMENT.from_string(source)
+    except jinja2.TemplateSyntaxError as error:
+        raise TemplateError(f"has an invalid expression ({error.message})", _KNOWN_HINT) from None
+    except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError) as error:
+        raise TemplateError(f"could not be compiled ({_describe(error)})", _KNOWN_HINT) from None
+    except RecursionError:
+        raise TemplateError("is nested too deeply to compile", "Simplify the expression.") from None
+
+
+class _DstackVariables:
+    """The `dstack` namespace of one node; its only attributes are the known variables."""
+
+    __slots__ = ("job_num", "node_rank")
+
+    def __init__(self, node_rank: int) -> None:
+        self.node_rank = node_rank
+        self.job_num = node_rank
+
+    def __str__(self) -> str:
+        raise TypeError("dstack is a namespace, not a value: write dstack.node_rank")
+
+
+class _VolumeNameSandbox(SandboxedEnvironment):
+    """jinja2's sandbox, also bounding what one expression may allocate.
+
+    The stock sandbox bounds `range()` only; `'x' * 10**9`, `9 ** 9 ** 9` or `'x'.ljust(10**9)`
+    would exhaust memory or time. Intercepted operators are also never folded at compile time.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+        elif operator == "**":
+            _check_power(left, right)
+        elif operator == "%" and isinstance(left, str):
+            raise jinja2.exceptions.SecurityError("string formatting with % is not allowed")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        for argument in (*args, *kwargs.values()):
+            if isinstance(argument, int) and not isinstance(argument, bool) and abs(argument) > MAX_SEQUENCE_LENGTH:
+                raise jinja2.exceptions.SecurityError(f"a call argument above {MAX_SEQUENCE_LENGTH} is not allowed")
+        if getattr(__obj, "__name__", "") in ("format", "format_map"):
+            raise jinja2.exceptions.SecurityError("str.format is not allowed")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _check_repeat(sequence: Any, count: Any) -> None:
+    repeats = isinstance(sequence, (str, list, tuple)) and isinstance(count, int)
+    if repeats and len(sequence) * max(count, 0) > MAX_SEQUENCE_LENGTH:
+        raise jinja2.exceptions.SecurityError(f"a sequence longer than {MAX_SEQUENCE_LENGTH} is not allowed")
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    integers = isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0
+    if integers and exponent * math.log2(abs(base)) > MAX_POWER_BITS:
+        raise jinja2.exceptions.SecurityError(f"a power above 2**{MAX_POWER_BITS} is not allowed")
+
+
+def _make_environment() -> _VolumeNameSandbox:
+    environment = _VolumeNameSandbox(
+        variable_start_string=_VARIABLE_START,
+        variable_end_string=_VARIABLE_END,
+        # Neither can be opened: a template may not contain NUL.
+        block_start_string="\x00{%",
+        block_end_string="%}\x00",
+        comment_start_string="\x00{#",
+        comment_end_string="#}\x00",
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        cache_size=0,
+    )
+    # Only cheap, side-effect-free filters; `range` stays for its sandboxed size bound.
+    environment.filters = {
+        name: environment.filters[name] for name in ("abs", "int", "lower", "upper", "string", "trim", "length")
+    }
+    environment.globals = {"range": environment.globals["range"]}
+    return environment
+
+
+_ENVIRONMENT = _make_environment()
+
+
+def _undefined_problem(template: str, error: jinja2.UndefinedError) -> str:
+    unknown = _first_unknown_reference(template)
+    if unknown is None:
+        return f"uses an undefined value ({error.message})"
+    return f"uses the unknown variable {unknown}"
+
+
+def _first_unknown_reference(template: str) -> str | None:
+    for part in split_template(template):
+        if isinstance(part, str):
+            continue
+        try:
+            tree = _ENVIRONMENT.parse(f"{_VARIABLE_START} {part.source} {_VARIABLE_END}")
+        except (jinja2.TemplateSyntaxError, RecursionError):
+            continue
+        for node in tree.find_all((nodes.Getattr, nodes.Name)):
+            dotted = _dotted_name(node)
+            if dotted is not None and not _is_known(dotted):
+                return dotted
+    return None
+
+
+def _dotted_name(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Name):
+        return str(node.name)
+    if isinstance(node, nodes.Getattr):
+        base = _dotted_name(node.node)
+        return f"{base}.{node.attr}" if base is not None else None
+    return None
+
+
+def _is_known(dotted: str) -> bool:
+    return any(
+        dotted == known or known.startswith(dotted + ".") or dotted.startswith(known + ".") for known in KNOWN_VARIABLES
+    )
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 120 else text[:117] + "..."

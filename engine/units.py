@@ -1,7 +1,9 @@
 """Sizes and durations in dstack's grammar, checked strictly.
 
-dstack truncates sizes that are not whole GB and accepts zero or negative sizes; volplan
-rejects them and names the whole size to write instead.
+The grammar follows dstack 0.22.5 (`Memory.parse` for sizes, `Duration.parse` for durations).
+Where dstack silently truncates (`512MB` becomes 0 GB, `100.5GB` becomes 100 GB, a duration of
+`1.5` becomes 1 second) or accepts nonsense (zero, negative or infinite sizes, `true` as 1 GB),
+volplan rejects the value and names the value to write instead.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import math
 import re
 
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(mb|gb|tb)?\s*$", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(-?[0-9]+)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# dstack's duration grammar: one number and one unit, spaces allowed between them, or bare seconds.
+# `re.match` with `$` as in dstack, so the unit must end the string (a trailing newline aside).
+_DURATION = re.compile(r"(\d+) *([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _GB_PER_UNIT = {"mb": 1 / 1024, "gb": 1.0, "tb": 1024.0}
+DURATION_FIX = "Write one number and one unit (90s, 5m, 1h, 2d, 1w), bare seconds, or off."
 
 
 class UnitError(ValueError):
@@ -25,30 +29,35 @@ class UnitError(ValueError):
 
 
 def parse_size_gb(value: object) -> int:
-    """Parse a dstack size (`100`, `100GB`, `1TB`, `512MB`) into a positive whole number of GB."""
+    """Parse a dstack size (`100`, `"100"`, `100GB`, `1TB`, `1024MB`) into a positive whole number of GB.
+
+    Spaces and case are ignored, as in dstack. TB is 1024 GB and MB is 1/1024 GB.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise UnitError("is not a size", "Write a number of GB such as 100 or a string such as 100GB.")
 
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match:
-            raise UnitError(
-                "is not a size",
-                "Write a number with an optional MB, GB or TB suffix, such as 100GB.",
-            )
-        gigabytes = float(match.group(1)) * _GB_PER_UNIT[(match.group(2) or "gb").lower()]
-    else:
-        gigabytes = float(value)
+    gigabytes = float(value) if not isinstance(value, str) else _size_text_gb(value)
 
-    if not math.isfinite(gigabytes) or gigabytes <= 0:
+    if not math.isfinite(gigabytes):
+        raise UnitError("is not a finite size", "Write a size such as 100GB.")
+    if gigabytes <= 0:
         raise UnitError("must be positive", "Write a size of at least 1GB.")
     if gigabytes != int(gigabytes):
         nearest = max(1, round(gigabytes))
-        raise UnitError(
-            f"is {gigabytes:g} GB, not a whole number of GB",
-            f"Write size: {nearest}GB.",
-        )
+        raise UnitError(f"is {gigabytes:g} GB, not a whole number of GB", f"Write size: {nearest}GB.")
     return int(gigabytes)
+
+
+def _size_text_gb(value: str) -> float:
+    text = value.replace(" ", "").lower()
+    unit = text[-2:] if text[-2:] in _GB_PER_UNIT else "gb"
+    number = text[:-2] if text[-2:] in _GB_PER_UNIT else text
+    try:
+        return float(number) * _GB_PER_UNIT[unit]
+    except ValueError:
+        raise UnitError(
+            "is not a size", "Write a number with an optional MB, GB or TB suffix, such as 100GB."
+        ) from None
 
 
 def format_size(gigabytes: int) -> str:
@@ -58,23 +67,44 @@ def format_size(gigabytes: int) -> str:
 def parse_duration(value: object, *, allow_off: bool = True) -> int | None:
     """Parse a dstack duration into seconds; `off` (or YAML's false) gives None.
 
-    The grammar is one number and one unit (`90s`, `5m`, `1h`, `2d`, `1w`) or bare seconds.
-    Compound forms such as `1h30m` are invalid, as in dstack.
+    The grammar is one number and one unit (`90s`, `5m`, `1h`, `2d`, `1w`) or bare seconds, as
+    an integer or a string. Compound forms such as `1h30m` are invalid, as in dstack. The sign is
+    left to the caller: bare seconds may be negative.
     """
-    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+    if value is False or value == "off":
         if not allow_off:
             raise UnitError("cannot be off here", "Write a duration such as 90s or 5m.")
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        raise UnitError("is not a duration", DURATION_FIX)
+    if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        return _whole_seconds(value)
     if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise UnitError(
-        "is not a duration",
-        "Write one number and one unit (90s, 5m, 1h, 2d, 1w), bare seconds, or off.",
-    )
+        return _duration_text_seconds(value)
+    raise UnitError("is not a duration", DURATION_FIX)
+
+
+def _whole_seconds(value: float) -> int:
+    if not math.isfinite(value) or value != int(value):
+        raise UnitError(
+            "is not a whole number of seconds",
+            f"Write {round(value) if math.isfinite(value) else 0}s, or a duration such as 5m.",
+        )
+    return int(value)
+
+
+def _duration_text_seconds(value: str) -> int:
+    # dstack tries int() first, so Python's integer syntax (signs, surrounding spaces) is accepted.
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    match = _DURATION.match(value)
+    if not match:
+        raise UnitError("is not a duration", DURATION_FIX)
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def format_duration(seconds: int | None) -> str:

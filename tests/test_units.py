@@ -15,6 +15,9 @@ from engine.units import UnitError, format_duration, parse_duration, parse_size_
         (" 2TB ", 2048),
         ("1024MB", 1),
         (1.0, 1),
+        ("1 0 0 G B", 100),
+        ("1e2GB", 100),
+        ("0.5TB", 512),
     ],
 )
 def test_size_accepted(value: object, expected: int) -> None:
@@ -31,6 +34,8 @@ def test_size_accepted(value: object, expected: int) -> None:
         ("ten", "Write a number with an optional MB, GB or TB suffix, such as 100GB."),
         (True, "Write a number of GB such as 100 or a string such as 100GB."),
         ("100PB", "Write a number with an optional MB, GB or TB suffix, such as 100GB."),
+        ("inf", "Write a size such as 100GB."),
+        (float("nan"), "Write a size such as 100GB."),
     ],
 )
 def test_size_rejected_with_fix(value: object, fix: str) -> None:
@@ -51,13 +56,17 @@ def test_size_rejected_with_fix(value: object, fix: str) -> None:
         ("45", 45),
         ("off", None),
         (False, None),
+        ("90 s", 90),
+        (" 45 ", 45),
+        ("-5", -5),
+        (60.0, 60),
     ],
 )
 def test_duration_accepted(value: object, seconds: int | None) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["1h30m", "5 minutes", "", "m", 1.5, None, "1.5h"])
+@pytest.mark.parametrize("value", ["1h30m", "5 minutes", "", "m", 1.5, None, "1.5h", "OFF", "5M", " 5m", "-5m", True])
 def test_duration_rejected(value: object) -> None:
     with pytest.raises(UnitError):
         parse_duration(value)
