@@ -17,6 +17,7 @@ from engine import __version__
 from engine.argv import normalise
 from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
+from engine.cli.runs import start, stop
 from engine.cli.validate import validate
 from engine.errors import VolplanError
 
@@ -108,7 +109,7 @@ def cli(
     ctx.obj = GlobalOptions(directory or Path.cwd(), state, list(providers), not no_color)
 
 
-for command in (plan, apply_command, destroy, delete, validate):
+for command in (plan, apply_command, destroy, delete, validate, stop, start):
     cli.add_command(command)
 
 

@@ -29,7 +29,7 @@ from engine.cli.common import (
 from engine.errors import UsageError, VolplanError
 from engine.executor import Events, StepResult, StepStatus
 from engine.project import Project
-from engine.render import destroyed_data, render_human, render_json
+from engine.render import applied_counts, destroyed_data, progress_words, render_human, render_json
 from engine.units import format_size
 from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, prepare
 
@@ -238,13 +238,17 @@ class _Progress(Events):
         self.output = output
 
     def step_started(self, change: Change) -> None:
-        self.output.echo(f"{change.address}: {self._VERBS[change.action][0]}")
+        self.output.echo(f"{change.address}: {progress_words(change, self._VERBS[change.action])[0]}")
+
+    def warning(self, message: str) -> None:
+        self.output.echo(self.output.paint("Warning: ", "warning") + message, err=True)
 
     def step_finished(self, result: StepResult) -> None:
         change = result.change
         if result.status is StepStatus.SUCCEEDED:
             suffix = f" [id={result.resource_id}]" if result.resource_id else ""
-            self.output.echo(f"{change.address}: {self._VERBS[change.action][1]} after {result.elapsed:.0f}s{suffix}")
+            done = progress_words(change, self._VERBS[change.action])[1]
+            self.output.echo(f"{change.address}: {done} after {result.elapsed:.0f}s{suffix}")
         elif result.status is StepStatus.FAILED:
             self.output.echo(self.output.paint(f"{change.address}: failed: {_describe_failure(result.error)}", "error"))
         elif result.status is StepStatus.SKIPPED:
@@ -432,15 +436,4 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
 
 
 def _counts_text(results: list[StepResult]) -> str:
-    counts: dict[Action, int] = {}
-    for result in results:
-        counts[result.change.action] = counts.get(result.change.action, 0) + 1
-    words = {
-        Action.CREATE: "created",
-        Action.REGISTER: "registered",
-        Action.UPDATE: "updated",
-        Action.REPLACE: "replaced",
-        Action.DELETE: "deleted",
-        Action.DEREGISTER: "deregistered",
-    }
-    return "Volumes: " + ", ".join(f"{count} {words[action]}" for action, count in counts.items())
+    return applied_counts([result.change for result in results])
