@@ -165,6 +165,12 @@ class LocalNodes:
                     f"{recorded.get('volume_id') or recorded.get('instance_path')}; detach it first.",
                 )
 
+            link = self.root_path(mount.node_id, mount.path)
+            if link.exists() or link.is_symlink():
+                raise ProviderError(
+                    "Mount path in use",
+                    f"{link} already exists in node {mount.node_id}'s root tree; the local provider made no mount there.",
+                )
             if mount.volume_id is not None:
                 target = self._claim_volume(mount, metadata)
             else:
@@ -254,11 +260,6 @@ class LocalNodes:
 
     def _make_link(self, mount: MountSpec, metadata: dict[str, Any], target: Path) -> None:
         link = self.root_path(mount.node_id, mount.path)
-        if link.exists() or link.is_symlink():
-            raise ProviderError(
-                "Mount path in use",
-                f"{link} already exists in node {mount.node_id}'s root tree; the local provider made no mount there.",
-            )
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target, link, target_is_directory=True)
         metadata["mounts"][mount.path] = {

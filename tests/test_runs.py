@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,10 +12,11 @@ from typing import Any
 
 import networkx as nx
 
+from engine.planner import PlanInput, make_plan
 from engine.project import load_project
 from engine.workflow import PlanOptions, Workspace, prepare
-from providers.base import MountSpec, NodeSpec
-from providers.local import LocalProvider
+from providers.base import Capabilities, MountSpec, NodeSpec
+from providers.local import LocalProvider, local_capabilities
 from providers.registry import ProviderSet
 from state.store import LocalStateStore
 from tests.conftest import run, volume_file, write
@@ -589,3 +591,79 @@ def test_detach_off_waits_until_released(project: Path, local_root: Path) -> Non
     assert "forced" not in err.lower()
     assert "run.train.node[0].mount[/data]: Detach complete" in out
     assert read_state(project)["run.train"]["stopped"] is True
+
+
+def test_stop_first_where_stopping_releases_volumes(project: Path, local_root: Path) -> None:
+    # The planner alone, with a backend whose node stop releases its volumes (as terminating
+    # an EC2 instance does): stop, then detach, then delete.
+    two_node_project(project)
+    run(project, "apply", "-y")
+    (project / "data-0.dstack.yml").unlink()
+    (project / "train.dstack.yml").unlink()
+    store = LocalStateStore(project / STATE)
+
+    def releasing(backend: str) -> Capabilities:
+        return dataclasses.replace(local_capabilities(backend), stop_releases_volumes=True)
+
+    plan = make_plan(
+        PlanInput(
+            load_project(project), store.read(), facts={}, provider_kind=lambda b: "local", capabilities=releasing
+        )
+    )
+
+    order = [change.address for change in plan.actionable]
+    mount, node, volume = "run.train.node[0].mount[/data]", "run.train.node[0]", "volume.data-0"
+    assert order.index(node) < order.index(mount) < order.index(volume)
+    assert (node, mount) in plan.edges
+    assert (mount, volume) in plan.edges
+
+
+def test_destroy_removes_runs_first(project: Path, local_root: Path) -> None:
+    two_node_project(project)
+    run(project, "apply", "-y")
+    state = read_state(project)
+
+    destroyed = run(project, "destroy", "-y")
+
+    assert destroyed.exit_code == 0, destroyed.output
+    assert read_state(project) == {}
+    assert not any((local_root / "nodes").glob("i-*"))
+    assert not (local_root / state["volume.data-0"]["id"]).exists()
+
+
+def test_stop_duration_change_is_state_only(project: Path, local_root: Path) -> None:
+    two_node_project(project)
+    run(project, "apply", "-y")
+    write(project, "train.dstack.yml", TWO_NODE_TASK + "stop_duration: off\n")
+
+    changes = actionable(json_plan(project))
+    applied = run(project, "apply", "-y")
+
+    assert ("update", "run.train.node[0].mount[/data]") in changes
+    assert not any(address.endswith("node[0]") for _, address in changes)
+    assert applied.exit_code == 0, applied.output
+    assert read_state(project)["run.train.node[0].mount[/data]"]["stop_duration"] is None
+
+
+def test_interrupted_start_is_adopted(project: Path, local_root: Path) -> None:
+    two_node_project(project)
+    run(project, "apply", "-y")
+    state = json.loads((project / STATE).read_text())
+    lost = next(r for r in state["resources"] if r["address"] == "run.train.node[1]")
+    state["resources"] = [r for r in state["resources"] if not r["address"].startswith("run.train.node[1]")]
+    (project / STATE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    # The journal of an apply that died after the provider started the node: the intent's
+    # token is the one the node was started with.
+    token = json.loads((local_root / "nodes" / lost["id"] / "node.json").read_text())["token"]
+    intent = {"op": "intent", "seq": 1, "address": lost["address"], "action": "create", "token": token}
+    intent |= {"record": dict(lost, id=None), "time": "2026-01-01T00:00:00Z"}
+    begin = {"op": "begin", "lineage": state["lineage"], "time": "2026-01-01T00:00:00Z"}
+    (project / f"{STATE}.journal").write_text(json.dumps(begin) + "\n" + json.dumps(intent) + "\n")
+
+    applied = run(project, "apply", "-y")
+
+    assert applied.exit_code == 0, applied.output
+    after = read_state(project)
+    assert after["run.train.node[1]"]["id"] == lost["id"]
+    assert after["run.train.node[1].mount[/data]"]["node_id"] == lost["id"]
+    assert len(list((local_root / "nodes").glob("i-*"))) == 2
