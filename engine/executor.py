@@ -68,7 +68,7 @@ class Poll:
     resume: Callable[[], StepOutcome]
 
 
-# What a step returns: the provider id of the resource it leaves (for progress output), or a
+# The result of a step: the provider id of the resource it leaves (for progress output), or a
 # Poll when it is still waiting.
 StepOutcome = str | None | Poll
 

@@ -34,7 +34,7 @@ DEFAULT_BACKEND = "local"
 
 @dataclass(frozen=True)
 class VolumeLocation:
-    """Where a volume that a mount may use lives, from its configuration or the state."""
+    """The location of a volume that a mount may use, from its configuration or the state."""
 
     name: str
     address: str

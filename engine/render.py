@@ -81,7 +81,7 @@ def record_kind(change: Change) -> str:
 
 
 def progress_words(change: Change, default: tuple[str, str]) -> tuple[str, str]:
-    """Return what progress output says when `change` starts and when it finishes."""
+    """Return the progress words for when `change` starts and when it finishes."""
     return _PROGRESS.get((record_kind(change), change.action), default)
 
 

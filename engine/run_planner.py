@@ -34,7 +34,7 @@ _REMOVALS = (Action.DELETE, Action.DEREGISTER)
 
 @dataclass(frozen=True)
 class RunScope:
-    """What `volplan stop` and `volplan start` ask for; empty for plan and apply."""
+    """The runs that `volplan stop` or `volplan start` targets; empty for plan and apply."""
 
     stop: frozenset[str] = frozenset()
     start: frozenset[str] = frozenset()
@@ -73,7 +73,7 @@ class _Context:
     doomed: dict[str, str] = field(default_factory=dict)
     changes: dict[str, Change] = field(default_factory=dict)
     # Mount address -> (node address, volume address) for every network mount still wanted.
-    wanted_mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    desired_mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Volume address -> consumers (mount addresses) that configurations still list.
     listed_by: dict[str, list[str]] = field(default_factory=dict)
 
@@ -203,9 +203,9 @@ def _plan_run(context: _Context, address: str, desired: DesiredRun | None, recor
     after = _run_record(desired, placement, provider, digest)
     context.add(_run_change(record, after, placement, address in scope.start))
 
-    wanted_nodes = {_plan_node(context, desired, placement, node, provider) for node in placement.nodes}
+    desired_nodes = {_plan_node(context, desired, placement, node, provider) for node in placement.nodes}
     for node_record in context.records("node", "run", address):
-        if node_record["address"] not in wanted_nodes:
+        if node_record["address"] not in desired_nodes:
             _remove_node(context, node_record, f"{desired.file} no longer has this node")
 
 
@@ -232,8 +232,10 @@ def _run_change(record: Record | None, after: Record, placement: Placement, star
     if not changed:
         return Change(address, Action.NO_OP, placement.reason, record, after)
     if record.get("stopped"):
-        why = "volplan start starts it again" if starting else "its file changed since volplan stop, so it starts again"
-        return Change(address, Action.UPDATE, f"{why}; {placement.reason}", record, after, changed_fields=changed)
+        cause = (
+            "volplan start starts it again" if starting else "its file changed since volplan stop, so it starts again"
+        )
+        return Change(address, Action.UPDATE, f"{cause}; {placement.reason}", record, after, changed_fields=changed)
     return Change(
         address, Action.UPDATE, f"{', '.join(changed)} changed (state only)", record, after, changed_fields=changed
     )
@@ -319,11 +321,11 @@ def _plan_node(context: _Context, run: DesiredRun, placement: Placement, node: N
     context.add(change)
 
     started = change.action is Action.CREATE
-    wanted = set()
+    desired_paths = set()
     for mount in run.config.mounts:
-        wanted.add(_plan_mount(context, run, after, node, mount, None if started else facts, started))
+        desired_paths.add(_plan_mount(context, run, after, node, mount, None if started else facts, started))
     for mount_record in context.records("mount", "node", address):
-        if mount_record["address"] not in wanted:
+        if mount_record["address"] not in desired_paths:
             _remove_mount(context, mount_record, f"{run.file} no longer mounts {mount_record['path']}")
     return address
 
@@ -342,8 +344,10 @@ def _remove_node(context: _Context, record: Record, reason: str) -> None:
         _remove_mount(context, mount, reason)
     refreshed, facts = _node_facts(context, record["address"])
     if refreshed and facts is None:
-        why = f"{reason}; node {record.get('id')} was already stopped outside volplan, so it is dropped without a call"
-        context.add(Change(record["address"], Action.DEREGISTER, why, record, None))
+        message = (
+            f"{reason}; node {record.get('id')} was already stopped outside volplan, so it is dropped without a call"
+        )
+        context.add(Change(record["address"], Action.DEREGISTER, message, record, None))
         return
     context.add(Change(record["address"], Action.DELETE, reason, record, None))
 
@@ -364,7 +368,7 @@ def _plan_mount(
     record = context.prior.get(address)
     after = _mount_record(context, run, node, placement, mount)
     if after["volume_address"]:
-        context.wanted_mounts[address] = (node["address"], after["volume_address"])
+        context.desired_mounts[address] = (node["address"], after["volume_address"])
 
     change = _mount_change(context, address, record, after, facts, started)
     if change.action is Action.CREATE and after["skipped"]:
@@ -460,8 +464,8 @@ def _remove_mount(context: _Context, record: Record, reason: str) -> None:
         )
         return
     if refreshed and (facts is None or not _present(facts, record)):
-        why = f"{reason}; it was already detached outside volplan, so it is dropped without a call"
-        context.add(Change(address, Action.DEREGISTER, why, record, None))
+        message = f"{reason}; it was already detached outside volplan, so it is dropped without a call"
+        context.add(Change(address, Action.DEREGISTER, message, record, None))
         return
 
     before = dict(record)
@@ -475,7 +479,7 @@ def _remove_mount(context: _Context, record: Record, reason: str) -> None:
 
 
 def _check_volume_consumers(context: _Context) -> None:
-    """A volume that a node still uses cannot be deleted; the error lists every consumer."""
+    """Reject deleting a volume that a node still uses, listing every consumer."""
     for address in sorted(set(context.doomed.values())):
         change = context.volume_changes[address]
         consumers = list(context.listed_by.get(address, []))
@@ -504,9 +508,9 @@ def _releases(change: Change | None, volume_address: str) -> bool:
 
 
 def _check_single_attach(context: _Context) -> None:
-    """Two nodes rendering to one single-attach volume is an error before any attach."""
+    """Reject two nodes that render to one single-attach volume, before any attach."""
     nodes_by_volume: dict[str, set[str]] = {}
-    for node, volume in context.wanted_mounts.values():
+    for node, volume in context.desired_mounts.values():
         nodes_by_volume.setdefault(volume, set()).add(node)
     for record in context.prior.values():
         if record.get("kind") == "mount" and record.get("volume_address") and record["address"] not in context.changes:
@@ -523,7 +527,7 @@ def _check_single_attach(context: _Context) -> None:
 
 
 def _check_outside_holders(context: _Context) -> None:
-    """A volume attached by a node that this state does not manage is a conflict."""
+    """Reject attaching a volume that a node outside this state has attached."""
     known = {r.get("id") for r in context.prior.values() if r.get("kind") == "node"}
     for change in context.changes.values():
         after = change.after

@@ -2,7 +2,7 @@
 
 A run record changes in the state only. A node's start and stop are journalled like a
 volume's create and delete, with an idempotency token for the start. A detach polls the
-provider with backoff through the executor's `Poll`, so it holds no worker while it waits;
+provider with backoff through the executor's `Poll`, so it occupies no worker while it waits;
 after the run's `stop_duration` it forces the detach and warns that a forced detach can
 corrupt the file system.
 """
@@ -166,9 +166,9 @@ class RunSteps:
             outcome = then()
             return outcome if isinstance(outcome, str) else None
 
-        def force(why: str) -> StepOutcome:
+        def force(cause: str) -> StepOutcome:
             message = (
-                f"{change.address}: {why}; forcing the detach of {spec.source} from node {spec.node_id}. "
+                f"{change.address}: {cause}; forcing the detach of {spec.source} from node {spec.node_id}. "
                 "A forced detach can corrupt the file system on the volume."
             )
             log.warning("%s", message)

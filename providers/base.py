@@ -52,7 +52,7 @@ class VolumeFacts:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend allows, as the planner needs to know it before any call."""
+    """The rules of a backend that the planner needs before any call."""
 
     # Several nodes may mount one network volume at once (runpod).
     multi_attach: bool = False
@@ -89,7 +89,7 @@ def backend_rules(backend: str) -> Capabilities:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """What a start needs to know about a node of a run."""
+    """The fields of a run's node that a start needs."""
 
     address: str
     run: str

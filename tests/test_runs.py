@@ -124,9 +124,10 @@ def test_state_records_reference_volume_ids_only(project: Path, local_root: Path
     state = read_state(project)
 
     assert {r["kind"] for r in state.values()} == {"volume", "run", "node", "mount"}
+    allowed = {"volume": ["id"], "mount": ["volume_id"]}
     for record in state.values():
         holding = sorted(k for k, v in record.items() if isinstance(v, str) and v.startswith("vol-"))
-        assert holding == (["id"] if record["kind"] == "volume" else ["volume_id"] if record["kind"] == "mount" else [])
+        assert holding == allowed.get(record["kind"], [])
     for address, record in state.items():
         if record["kind"] == "mount":
             assert state[f"volume.{record['volume']}"]["id"] == record["volume_id"], address
