@@ -8,6 +8,7 @@ Layout under the local provider's root:
                                  host/mnt/cache, never the real /mnt/cache
         root/                    the node's root tree: mount path /data is the link root/data
     nodes/.tmp-<uuid>/           a node being started; renamed into place when complete
+    nodes/.tokens/<token>        the id of the node that a start with this idempotency token made
 
 A network mount is a symbolic link from the node's root tree to the volume's `data/` folder,
 so a file written through the mount lands in the volume. An instance mount links to the
@@ -27,6 +28,7 @@ marker file `vol-…/hold-detach`, and while it exists a detach that is not forc
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -82,10 +84,10 @@ class LocalNodes:
 
     def start(self, spec: NodeSpec, token: str) -> NodeFacts:
         with self._locked():
-            for existing in self._all_metadata():
-                if existing.get("token") == token:
-                    log.info("start of %s with token %s already done: %s", spec.address, token, existing["id"])
-                    return _facts(existing)
+            existing = self._started_with(token)
+            if existing is not None:
+                log.info("start of %s with token %s already done: %s", spec.address, token, existing["id"])
+                return _facts(existing)
 
             node_id = new_node_id()
             metadata: dict[str, Any] = {
@@ -127,6 +129,8 @@ class LocalNodes:
             log.debug("stopping local node %s", node_id)
             os.rename(self._node_folder(node_id), trash)
             fsync_directory(self.folder)
+            if metadata.get("token"):
+                (self.folder / ".tokens" / _token_file(metadata["token"])).unlink(missing_ok=True)
             shutil.rmtree(trash, ignore_errors=True)
             log.debug("stopped local node %s", node_id)
 
@@ -299,8 +303,21 @@ class LocalNodes:
     def _host_folder(self, node_id: str, path: str) -> Path:
         return self._node_folder(node_id) / "host" / path.lstrip("/")
 
+    def _started_with(self, token: str) -> dict[str, Any] | None:
+        """Return the node that a start with `token` made, looked up by its token marker."""
+        try:
+            node_id = (self.folder / ".tokens" / _token_file(token)).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return self._read(node_id) if NODE_ID.match(node_id) else None
+
     def _make_node_folder(self, node_id: str, metadata: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # The token marker is written before the folder appears, so a node that exists can
+        # always be found by its token; a marker whose folder never appeared is ignored.
+        tokens = self.folder / ".tokens"
+        tokens.mkdir(parents=True, exist_ok=True)
+        _write_text(tokens / _token_file(metadata["token"]), node_id + "\n")
+
         staging = self.folder / f".tmp-{uuid.uuid4().hex}"
         staging.mkdir()
         (staging / "host").mkdir()
@@ -375,6 +392,19 @@ def _facts(metadata: dict[str, Any], intact: set[str] | None = None) -> NodeFact
         token=metadata.get("token"),
         mounts=mounts,
     )
+
+
+def _token_file(token: str) -> str:
+    # Tokens are hex digests; anything else is hashed so that it is a safe file name.
+    return token if re.fullmatch(r"[0-9a-f]{1,64}", token) else hashlib.sha256(token.encode()).hexdigest()
+
+
+def _write_text(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

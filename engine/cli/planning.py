@@ -29,7 +29,14 @@ from engine.cli.common import (
 from engine.errors import UsageError, VolplanError
 from engine.executor import Events, StepResult, StepStatus
 from engine.project import Project
-from engine.render import applied_counts, destroyed_data, progress_words, render_human, render_json
+from engine.render import (
+    applied_counts,
+    destroyed_data,
+    progress_words,
+    record_kind,
+    render_human,
+    render_json,
+)
 from engine.units import format_size
 from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, prepare
 
@@ -386,12 +393,13 @@ def _dstack_question(changes: list[Change]) -> str:
 
 
 def summary_line_text(changes: list[Change]) -> str:
-    counts: dict[str, int] = {}
+    counts: dict[tuple[str, str], int] = {}
     for change in changes:
-        counts[change.action.value] = counts.get(change.action.value, 0) + 1
+        key = (change.action.value, record_kind(change))
+        counts[key] = counts.get(key, 0) + 1
     return (
         "This will "
-        + ", ".join(f"{action} {count} volume{'s' if count > 1 else ''}" for action, count in counts.items())
+        + ", ".join(f"{action} {count} {kind}{'s' if count > 1 else ''}" for (action, kind), count in counts.items())
         + "."
     )
 
