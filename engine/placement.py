@@ -72,6 +72,8 @@ class Placement:
 def node_slots(config: RunConfiguration) -> list[NodeSlot]:
     """List a run's nodes: one per rank for a task, one per replica (all rank 0) for a service."""
     if config.type == "task":
+        # TODO: a task's `groups` (node groups) are not read yet, so such a task gets `nodes`
+        # nodes and its per-group volumes are not planned.
         return [NodeSlot(rank, rank) for rank in range(config.nodes)]
     if config.type == "service":
         return [NodeSlot(index, 0) for index in range(config.replicas)]

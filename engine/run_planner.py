@@ -298,6 +298,8 @@ def _plan_node(context: _Context, run: DesiredRun, placement: Placement, node: N
         change = Change(address, Action.CREATE, f"node {record['id']} no longer exists", record, after)
     else:
         moved = _moved(record, after)
+        # NOTE: a running node whose placement changes is rejected, not replaced: replacing it
+        # would need its detaches before the stop and its attaches after the new start.
         if moved:
             context.errors.append(
                 f"{run.file}: {address}: {moved}, but node {record['id']} runs in {record['backend']}/{record['region']}. "
