@@ -74,8 +74,8 @@ class _Context:
     changes: dict[str, Change] = field(default_factory=dict)
     # Mount address -> (node address, volume address) for every network mount still wanted.
     desired_mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # Volume address -> consumers (mount addresses) that configurations still list.
-    listed_by: dict[str, list[str]] = field(default_factory=dict)
+    # Volume address -> {mount address: file} for every mount that configurations still list.
+    listed_by: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def add(self, change: Change) -> Change:
         self.changes[change.address] = change
@@ -168,8 +168,8 @@ def _note_listed_volumes(context: _Context, run: DesiredRun | None) -> None:
                     name = render_volume_name(template, slot.rank)
                 except TemplateError:
                     continue  # reported by the placement
-                consumers = context.listed_by.setdefault(f"volume.{name}", [])
-                consumers.append(f"{mount_address(node, mount.path)} ({run.file})")
+                consumers = context.listed_by.setdefault(f"volume.{name}", {})
+                consumers[mount_address(node, mount.path)] = run.file
 
 
 # Runs
@@ -484,18 +484,18 @@ def _check_volume_consumers(context: _Context) -> None:
     """Reject deleting a volume that a node still uses, listing every consumer."""
     for address in sorted(set(context.doomed.values())):
         change = context.volume_changes[address]
-        consumers = list(context.listed_by.get(address, []))
+        consumers = {mount: f"{mount} ({file})" for mount, file in context.listed_by.get(address, {}).items()}
         for record in context.prior.values():
             if record.get("kind") != "mount" or record.get("volume_address") != address:
                 continue
-            if not _releases(context.changes.get(record["address"]), address):
-                consumers.append(f"{record['address']} (in the state)")
+            if record["address"] not in consumers and not _releases(context.changes.get(record["address"]), address):
+                consumers[record["address"]] = f"{record['address']} (in the state)"
         if not consumers:
             continue
         file = (change.before or change.after or {}).get("file")
         verb = "deleted" if change.action is Action.DELETE else "replaced"
         context.errors.append(
-            f"{file}: {address} cannot be {verb} while runs use it. Consumers: {', '.join(sorted(set(consumers)))}. "
+            f"{file}: {address} cannot be {verb} while runs use it. Consumers: {', '.join(sorted(consumers.values()))}. "
             "Remove those mounts, or remove or stop those runs in the same apply."
         )
 

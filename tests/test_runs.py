@@ -405,6 +405,20 @@ def test_removing_used_volume_lists_consumers(project: Path, local_root: Path) -
     assert result.exit_code == 1
     assert "volume.data-0 cannot be deleted while runs use it" in result.stderr
     assert "run.train.node[0].mount[/data] (train.dstack.yml)" in result.stderr
+    assert result.stderr.count("run.train.node[0].mount[/data]") == 1
+    assert (project / STATE).read_bytes() == before
+
+
+def test_deleting_volume_lists_state_consumers(project: Path, local_root: Path) -> None:
+    two_node_project(project)
+    run(project, "apply", "-y")
+    before = (project / STATE).read_bytes()
+
+    result = run(project, "delete", "-f", "data-1.dstack.yml", "-y")
+
+    assert result.exit_code == 1
+    assert "volume.data-1 cannot be deleted while runs use it" in result.stderr
+    assert "run.train.node[1].mount[/data] (in the state)" in result.stderr
     assert (project / STATE).read_bytes() == before
 
 
