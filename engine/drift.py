@@ -7,9 +7,9 @@ Records and the facts they are compared with:
 
 - a volume record (`kind: volume`, `id`) with the provider's `VolumeFacts`: deleted, resized,
   retagged, or attached to an instance that no mount in the state expects;
-- a node record (`kind: node`, `instance_id`) with whether its instance still exists;
-- a mount record (`kind: mount`, `volume_id`, and `instance_id` or the `instance_id` of the
-  node whose address prefixes its own) with the attachments its volume reports: detached.
+- a node record (`kind: node`, `id`: the instance id) with whether its instance still exists;
+- a mount record (`kind: mount`, `volume_id`, and `node_id` or the `id` of the node whose
+  address prefixes its own) with the attachments its volume reports: detached.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def find_drift(state: State, facts: ProviderFacts) -> list[Drift]:
         if kind == "volume" and address in facts.volumes:
             found.extend(_volume_drift(record, facts.volumes[address], expected_attachments))
         elif kind == "node" and facts.nodes.get(address) is False:
-            found.append(Drift(address, DriftKind.NODE_GONE, record.get("instance_id"), "exists", "gone", None))
+            found.append(Drift(address, DriftKind.NODE_GONE, record.get("id"), "exists", "gone", None))
         elif kind == "mount":
             found.extend(_mount_drift(record, state.resources, volume_addresses.get(record.get("volume_id")), facts))
 
@@ -156,9 +156,9 @@ def _expected_attachments(resources: Mapping[str, Record]) -> dict[str, set[str]
 
 
 def _mount_instance(record: Record, resources: Mapping[str, Record]) -> str | None:
-    instance_id = record.get("instance_id")
+    instance_id = record.get("node_id")
     if isinstance(instance_id, str):
         return instance_id
     node_address = str(record["address"]).rpartition(".mount[")[0]
-    node_instance = resources.get(node_address, {}).get("instance_id")
+    node_instance = resources.get(node_address, {}).get("id")
     return node_instance if isinstance(node_instance, str) else None

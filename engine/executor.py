@@ -3,11 +3,16 @@
 A step starts when every step it depends on has succeeded. A failed step skips everything
 that depends on it, and independent steps go on. When `stop` is set (an interrupt), no new
 step starts and the steps in flight finish.
+
+A step that must wait for the cloud (a detach in progress) returns a `Poll`. The executor
+calls it again after the poll's delay, and no worker is held between calls, so a long wait
+does not use a parallelism slot.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import logging
 import threading
@@ -55,6 +60,19 @@ class ExecutionReport:
         return all(result.status is StepStatus.SUCCEEDED for result in self.results)
 
 
+@dataclass
+class Poll:
+    """A step that waits: the executor calls `resume` after `delay` seconds, outside any worker."""
+
+    delay: float
+    resume: Callable[[], StepOutcome]
+
+
+# The result of a step: the provider id of the resource it leaves (for progress output), or a
+# Poll when it is still waiting.
+StepOutcome = str | None | Poll
+
+
 class Events:
     """Callbacks for progress output; the default does nothing. Called from worker threads."""
 
@@ -64,11 +82,14 @@ class Events:
     def step_finished(self, result: StepResult) -> None:
         pass
 
+    def warning(self, message: str) -> None:
+        """Something people must know about a step that succeeded, such as a forced detach."""
+
 
 def execute(
     graph: nx.DiGraph,
     order: list[Change],
-    run_step: Callable[[Change], str | None],
+    run_step: Callable[[Change], StepOutcome],
     *,
     parallelism: int,
     events: Events | None = None,
@@ -81,20 +102,39 @@ def execute(
     waiting_on = {address: graph.in_degree(address) for address in position}
     ready = [(position[a], a) for a in position if waiting_on[a] == 0]
     heapq.heapify(ready)
+    # Steps waiting for their next poll: (due time, position, address, poll).
+    sleeping: list[tuple[float, int, str, Poll]] = []
+    started: dict[str, float] = {}
     outcome: dict[str, StepResult] = {}
 
     with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="volplan-step") as pool:
-        running: dict[Future[StepResult], str] = {}
-        while ready or running:
+        running: dict[Future[StepResult | Poll], str] = {}
+        while ready or running or sleeping:
+            while sleeping and sleeping[0][0] <= time.monotonic() and len(running) < parallelism:
+                _, _, address, poll = heapq.heappop(sleeping)
+                running[pool.submit(_call, by_address[address], poll.resume, started[address])] = address
             while ready and len(running) < parallelism and not stop.is_set():
                 _, address = heapq.heappop(ready)
-                running[pool.submit(_run_one, by_address[address], run_step, events)] = address
-            if not running:
+                started[address] = time.monotonic()
+                events.step_started(by_address[address])
+                step = functools.partial(run_step, by_address[address])
+                running[pool.submit(_call, by_address[address], step, started[address])] = address
+            if not running and not sleeping:
                 break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+
+            timeout = max(0.0, sleeping[0][0] - time.monotonic()) if sleeping else None
+            if not running:
+                assert timeout is not None
+                time.sleep(timeout)
+                continue
+            finished, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
             for future in finished:
                 address = running.pop(future)
                 result = future.result()
+                if isinstance(result, Poll):
+                    due = time.monotonic() + max(0.0, result.delay)
+                    heapq.heappush(sleeping, (due, position[address], address, result))
+                    continue
                 outcome[address] = result
                 events.step_finished(result)
                 if result.status is StepStatus.SUCCEEDED:
@@ -108,17 +148,18 @@ def execute(
     return report
 
 
-def _run_one(change: Change, run_step: Callable[[Change], str | None], events: Events) -> StepResult:
-    events.step_started(change)
-    started = time.monotonic()
+def _call(change: Change, step: Callable[[], StepOutcome], started: float) -> StepResult | Poll:
     try:
-        resource_id = run_step(change)
+        resource_id = step()
     except VolplanError as error:
         log.info("step %s %s failed: %s", change.action.value, change.address, error)
         return StepResult(change, StepStatus.FAILED, error, time.monotonic() - started)
     except Exception as error:  # a bug: keep the traceback for the debug log
         log.exception("step %s %s raised an unexpected error", change.action.value, change.address)
         return StepResult(change, StepStatus.FAILED, error, time.monotonic() - started)
+    if isinstance(resource_id, Poll):
+        log.debug("step %s %s waits %.1fs before its next poll", change.action.value, change.address, resource_id.delay)
+        return resource_id
     return StepResult(change, StepStatus.SUCCEEDED, None, time.monotonic() - started, resource_id=resource_id)
 
 

@@ -13,9 +13,9 @@ import dataclasses
 from collections.abc import Mapping
 
 from engine.actions import Record
-from engine.volume_config import is_volume_name
 from engine.errors import UsageError
 from engine.project import DesiredVolume, Project
+from engine.volume_config import is_volume_name
 
 
 def select_name(project: Project, name: str) -> Project:

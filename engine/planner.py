@@ -14,8 +14,10 @@ from engine.actions import Action, Change, Plan, Record
 from engine.errors import PlanError
 from engine.overrides import desired_volumes, in_scope
 from engine.project import DesiredVolume, Project
+from engine.run_planner import RunScope, plan_runs
 from engine.units import format_size
-from providers.base import VolumeFacts
+from providers.base import Capabilities, NodeFacts, VolumeFacts
+from providers.local import local_capabilities
 from state.model import State
 
 # Fields a provider reports; compared after a refresh.
@@ -53,6 +55,12 @@ class PlanInput:
     provider_header: list[str] = field(default_factory=list)
     # Set by destroy and delete: every recorded resource in scope is removed, even if a file defines it.
     destroy: bool = False
+    # Facts by address for every prior node that was refreshed; None means the provider no
+    # longer has it. Nodes that were not refreshed are absent.
+    node_facts: Mapping[str, NodeFacts | None] = field(default_factory=dict)
+    # What each backend allows, as the provider that serves it reports.
+    capabilities: Callable[[str], Capabilities] = local_capabilities
+    run_scope: RunScope = field(default_factory=RunScope)
 
 
 def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
@@ -99,7 +107,10 @@ def make_plan(source: PlanInput) -> Plan:
     errors: list[str] = []
     volumes = desired_volumes(source.project, prior, errors)
 
-    for address in sorted(set(volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}):
+    volume_addresses = set(volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}
+    if source.run_scope.runs is not None:
+        volume_addresses = set()  # volplan stop and start change only their runs
+    for address in sorted(volume_addresses):
         desired = volumes.get(address)
         record = prior.get(address)
         if desired is None and record is not None and not in_scope(source.project, record):
@@ -108,8 +119,7 @@ def make_plan(source: PlanInput) -> Plan:
         if change is not None:
             plan.changes.append(change)
 
-    for address, run in sorted(source.project.runs.items()):
-        plan.notes.append(f"{address} ({run.file}): runs are not managed yet; its volumes are planned on their own.")
+    plan_runs(source, plan, errors)
 
     if errors:
         raise PlanError("Cannot plan", "\n".join(errors))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.drift import Drift, ProviderFacts, find_drift, refreshed_state
-from engine.workflow import Workspace, recover_journal, refresh, settle_upgrade
+from engine.workflow import Workspace, recover_journal, refresh, refresh_nodes, settle_upgrade
 from state.journal import read_journal
 from state.locking import LockInfo
 from state.model import State
@@ -55,8 +55,9 @@ def inspect_drift(workspace: Workspace) -> DriftReport:
         return DriftReport(None)
 
     volumes = refresh(state, workspace.providers)
+    nodes = {address: found is not None for address, found in refresh_nodes(state, workspace.providers).items()}
     notes = recovered + settle_upgrade(state, volumes)
-    return DriftReport(state, find_drift(state, ProviderFacts(volumes=volumes)), notes)
+    return DriftReport(state, find_drift(state, ProviderFacts(volumes=volumes, nodes=nodes)), notes)
 
 
 def refresh_state(

@@ -41,8 +41,50 @@ _WORDS: dict[Action, tuple[str, str, str]] = {
     ),
 }
 
-_SHOWN_FIELDS = ("backend", "region", "availability_zone", "size_gb", "id", "tags", "auto_cleanup_duration", "file")
-_LABELS = {"size_gb": "size", "id": "volume_id"}
+# How a node's or a mount's action reads for people, where it differs from a volume's.
+_RUN_PHRASES: dict[tuple[str, Action], str] = {
+    ("run", Action.CREATE): "will be placed",
+    ("run", Action.DELETE): "will be removed from the state",
+    ("node", Action.CREATE): "will be started",
+    ("node", Action.DELETE): "will be stopped",
+    ("node", Action.DEREGISTER): "will be forgotten (it was already stopped outside volplan)",
+    ("mount", Action.CREATE): "will be attached",
+    ("mount", Action.DELETE): "will be detached",
+    ("mount", Action.REPLACE): "will be detached and attached again",
+    ("mount", Action.REGISTER): "will be adopted (already attached; no attach call)",
+    ("mount", Action.DEREGISTER): "will be forgotten (nothing to detach)",
+}
+
+# Progress words while a step runs and when it ends: (started, finished).
+_PROGRESS: dict[tuple[str, Action], tuple[str, str]] = {
+    ("node", Action.CREATE): ("Starting...", "Start complete"),
+    ("node", Action.DELETE): ("Stopping...", "Stop complete"),
+    ("mount", Action.CREATE): ("Attaching...", "Attach complete"),
+    ("mount", Action.DELETE): ("Detaching...", "Detach complete"),
+    ("mount", Action.REPLACE): ("Detaching and attaching...", "Attach complete"),
+}
+
+_SHOWN_FIELDS: dict[str, tuple[str, ...]] = {
+    "volume": ("backend", "region", "availability_zone", "size_gb", "id", "tags", "auto_cleanup_duration", "file"),
+    "run": ("type", "backend", "region", "stopped", "file"),
+    "node": ("backend", "region", "availability_zone", "rank", "id"),
+    "mount": ("path", "volume", "volume_id", "instance_path", "node_id", "skipped", "stop_duration"),
+}
+_LABELS: dict[str, dict[str, str]] = {
+    "volume": {"size_gb": "size", "id": "volume_id"},
+    "node": {"id": "node_id"},
+}
+# The field that is known only after apply, shown as such on a create.
+_ID_FIELDS = {"volume": "id", "node": "id", "mount": "volume_id"}
+
+
+def record_kind(change: Change) -> str:
+    return str((change.after or change.before or {}).get("kind", "volume"))
+
+
+def progress_words(change: Change, default: tuple[str, str]) -> tuple[str, str]:
+    """Return the progress words for when `change` starts and when it finishes."""
+    return _PROGRESS.get((record_kind(change), change.action), default)
 
 
 def render_json(plan: Plan) -> str:
@@ -96,12 +138,17 @@ def destroyed_data(plan: Plan) -> list[Change]:
 
 def _render_change(change: Change, paint: Paint) -> list[str]:
     symbol, phrase, role = _WORDS[change.action]
+    kind = record_kind(change)
     record = change.after or change.before or {}
+    phrase = _RUN_PHRASES.get((kind, change.action), phrase)
+    if kind == "mount" and change.action is Action.CREATE and record.get("skipped"):
+        phrase = "will be skipped (optional; recorded so that later plans show no drift)"
     header = f"  # {change.address} {phrase}"
     if change.action in (Action.UPDATE, Action.REPLACE) and change.reason:
         header += f": {change.reason}"
     lines = [paint(header, "bold")]
-    lines.append(f'  {paint(symbol, role)} volume "{record.get("name", change.address)}" {{')
+    label = record.get("path") if kind == "mount" else record.get("name", change.address)
+    lines.append(f'  {paint(symbol, role)} {kind} "{label or change.address}" {{')
     lines.extend(_render_fields(change, paint))
     lines.append("    }")
     if change.action not in (Action.UPDATE, Action.REPLACE):
@@ -114,13 +161,18 @@ def _render_change(change: Change, paint: Paint) -> list[str]:
 def _render_fields(change: Change, paint: Paint) -> list[str]:
     before = change.before or {}
     after = change.after or {}
-    names = [name for name in _SHOWN_FIELDS if _shown(before.get(name)) or _shown(after.get(name))]
-    if change.action is Action.CREATE and "id" not in names:
-        names.insert(names.index("size_gb") + 1 if "size_gb" in names else len(names), "id")
-    width = max((len(_LABELS.get(name, name)) for name in names), default=0)
+    kind = record_kind(change)
+    fields = _SHOWN_FIELDS.get(kind, _SHOWN_FIELDS["volume"])
+    labels = _LABELS.get(kind, {})
+    names = [name for name in fields if _shown(before.get(name)) or _shown(after.get(name))]
+    id_field = _ID_FIELDS.get(kind)
+    known_later = kind != "mount" or after.get("volume_address")
+    if change.action is Action.CREATE and id_field and id_field not in names and known_later:
+        names.insert(names.index("size_gb") + 1 if "size_gb" in names else len(names), id_field)
+    width = max((len(labels.get(name, name)) for name in names), default=0)
     lines = []
     for name in names:
-        label = _LABELS.get(name, name).ljust(width)
+        label = labels.get(name, name).ljust(width)
         old, new = before.get(name), after.get(name)
         if change.action in (Action.CREATE, Action.REGISTER):
             shown = _value(name, new) if new is not None else "(known after apply)"
@@ -135,19 +187,49 @@ def _render_fields(change: Change, paint: Paint) -> list[str]:
 
 
 def _shown(value: Any) -> bool:
-    return value is not None and value != {}
+    return value is not None and value != {} and value is not False
 
 
 def _value(name: str, value: Any) -> str:
     if value is None:
-        return "null"
+        return '"off"' if name == "stop_duration" else "null"
     if name == "size_gb":
         return json.dumps(format_size(value))
-    if name == "auto_cleanup_duration":
+    if name in ("auto_cleanup_duration", "stop_duration"):
         return json.dumps(format_duration(value))
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(value.items())) + "}"
     return json.dumps(value)
+
+
+def applied_counts(changes: list[Change]) -> str:
+    """Summarise finished changes by kind, such as "Volumes: 2 created. Nodes: 2 started."."""
+    words = {
+        "volume": {
+            Action.CREATE: "created",
+            Action.REGISTER: "registered",
+            Action.UPDATE: "updated",
+            Action.REPLACE: "replaced",
+            Action.DELETE: "deleted",
+            Action.DEREGISTER: "deregistered",
+        },
+        "node": {Action.CREATE: "started", Action.DELETE: "stopped"},
+        "mount": {Action.CREATE: "attached", Action.DELETE: "detached", Action.REPLACE: "reattached"},
+    }
+    counts: dict[str, dict[str, int]] = {}
+    for change in changes:
+        kind = record_kind(change)
+        if kind not in words:
+            continue
+        word = words[kind].get(change.action, "recorded")
+        counts.setdefault(kind, {})
+        counts[kind][word] = counts[kind].get(word, 0) + 1
+    parts = []
+    for kind in ("volume", "node", "mount"):
+        if kind in counts:
+            done = ", ".join(f"{count} {word}" for word, count in counts[kind].items())
+            parts.append(f"{kind.capitalize()}s: {done}")
+    return "; ".join(parts) or "State: updated"
 
 
 def describe_record(record: Record) -> str:

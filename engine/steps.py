@@ -13,7 +13,10 @@ import threading
 import uuid
 
 from engine.actions import Action, Change, Record
+from engine.executor import Events, StepOutcome
 from engine.planner import STATE_ONLY_FIELDS
+from engine.run_planner import RUN_KINDS
+from engine.run_steps import RunSteps
 from providers.base import VolumeFacts, VolumeSpec
 from providers.registry import ProviderSet
 from state.journal import Journal
@@ -41,16 +44,32 @@ def record_from_facts(after: Record, facts: VolumeFacts) -> Record:
 class StepRunner:
     """Runs changes against providers; every result goes to the journal and to `results`."""
 
-    def __init__(self, providers: ProviderSet, journal: Journal, lineage: str) -> None:
+    def __init__(self, providers: ProviderSet, journal: Journal, lineage: str, events: Events | None = None) -> None:
         self.providers = providers
         self.journal = journal
         self.lineage = lineage
         self.results: list[tuple[str, Record | None]] = []
         self._latest: dict[str, Record | None] = {}
         self._lock = threading.Lock()
+        self._runs = RunSteps(
+            providers,
+            journal,
+            lineage,
+            record=self._record,
+            latest=self.latest,
+            warn=(events or Events()).warning,
+            make_token=lambda address, intent_id: make_token(lineage, address, intent_id),
+        )
 
-    def __call__(self, change: Change) -> str | None:
+    def latest(self, address: str) -> Record | None:
+        """Return the record that this apply left at `address`, if a step changed it."""
+        with self._lock:
+            return self._latest.get(address)
+
+    def __call__(self, change: Change) -> StepOutcome:
         """Carry out `change`; return the provider id of the resource it leaves, if any."""
+        if (change.after or change.before or {}).get("kind") in RUN_KINDS:
+            return self._runs(change)
         handlers = {
             Action.CREATE: self._create,
             Action.REGISTER: self._register,

@@ -21,8 +21,10 @@ from engine.executor import Events, ExecutionReport, execute
 from engine.planfile import SavedPlan, stale_reason
 from engine.planner import PlanInput, build_graph, make_plan
 from engine.project import Project
+from engine.run_planner import RunScope
+from engine.run_steps import node_record_from_facts
 from engine.steps import StepRunner, record_from_facts
-from providers.base import VolumeFacts
+from providers.base import Capabilities, NodeFacts, VolumeFacts
 from providers.registry import ProviderSet
 from state.journal import Journal, JournalContents, fold_results, read_journal
 from state.migrations import STATE_VERSION, decide_external
@@ -46,6 +48,7 @@ class PlanOptions:
     refresh: bool = True
     allow_replace: bool = False
     destroy: bool = False
+    run_scope: RunScope = field(default_factory=RunScope)
 
 
 @dataclass
@@ -79,6 +82,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
 
     facts = refresh(state, workspace.providers) if options.refresh and state else {}
     upgrade_notes = settle_upgrade(state, facts) if state else []
+    node_facts = refresh_nodes(state, workspace.providers) if options.refresh and state else {}
     source = PlanInput(
         project=project,
         prior=state,
@@ -88,10 +92,14 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         allow_replace=options.allow_replace,
         destroy=options.destroy,
         provider_header=_provider_header(project, state, workspace.providers),
+        node_facts=node_facts,
+        capabilities=_capabilities(workspace.providers),
+        run_scope=options.run_scope,
     )
     plan = make_plan(source)
     plan.warnings[:0] = recovered + upgrade_notes
-    drift = find_drift(state, ProviderFacts(volumes=facts)) if state else []
+    node_presence = {address: found is not None for address, found in node_facts.items()}
+    drift = find_drift(state, ProviderFacts(volumes=facts, nodes=node_presence)) if state else []
     return Prepared(state, plan, build_graph(plan), recovered, journal, drift)
 
 
@@ -123,6 +131,29 @@ def settle_upgrade(state: State, facts: Mapping[str, VolumeFacts | None]) -> lis
     notes.extend(migration.filled)
     notes.extend(decide_external(state.resources, migration.undecided_external, state.lineage, creators))
     return notes
+
+
+def refresh_nodes(state: State, providers: ProviderSet) -> dict[str, NodeFacts | None]:
+    """Ask each provider about all of its run nodes (and their mounts) at once."""
+    ids_by_kind: dict[tuple[str, str], dict[str, str]] = {}
+    for address, record in state.resources.items():
+        if record.get("kind") == "node" and record.get("id"):
+            key = (record["provider"], record["backend"])
+            ids_by_kind.setdefault(key, {})[record["id"]] = address
+
+    facts: dict[str, NodeFacts | None] = {}
+    for (kind, backend), addresses in sorted(ids_by_kind.items()):
+        found = providers.by_kind(kind, backend).refresh_nodes(list(addresses))
+        for node_id, address in addresses.items():
+            facts[address] = found.get(node_id)
+    return facts
+
+
+def _capabilities(providers: ProviderSet) -> Callable[[str], Capabilities]:
+    def capabilities(backend: str) -> Capabilities:
+        return providers.for_backend(backend).capabilities(backend)
+
+    return capabilities
 
 
 def look_up_registrations(
@@ -173,22 +204,30 @@ def recover_journal(state: State | None, journal: JournalContents, providers: Pr
 def _adopt_pending(state: State, journal: JournalContents, providers: ProviderSet) -> list[str]:
     messages = []
     creates = [intent for intent in journal.pending if intent.action == "create" and intent.record]
-    by_kind: dict[str, list[str]] = {}
+    by_kind: dict[tuple[str, str], list[str]] = {}
     for intent in creates:
         assert intent.record is not None
-        by_kind.setdefault(intent.record["provider"], []).append(intent.token)
-    found: dict[str, VolumeFacts] = {}
-    for kind, tokens in by_kind.items():
-        found.update(providers.by_kind(kind).find_volumes_by_token(tokens))
+        by_kind.setdefault((intent.record["provider"], intent.record["kind"]), []).append(intent.token)
+    found: dict[str, VolumeFacts | NodeFacts] = {}
+    for (kind, record_kind), tokens in by_kind.items():
+        provider = providers.by_kind(kind)
+        if record_kind == "node":
+            found.update(provider.find_nodes_by_token(tokens))
+        else:
+            found.update(provider.find_volumes_by_token(tokens))
 
     for intent in creates:
         assert intent.record is not None
         facts = found.get(intent.token)
+        what = intent.record["kind"]
         if facts is None:
-            messages.append(f"{intent.address}: an interrupted create made no volume; it will be planned again")
+            messages.append(f"{intent.address}: an interrupted create made no {what}; it will be planned again")
             continue
-        state.resources[intent.address] = record_from_facts(intent.record, facts)
-        messages.append(f"{intent.address}: adopted volume {facts.id}, made by an interrupted create")
+        if isinstance(facts, NodeFacts):
+            state.resources[intent.address] = node_record_from_facts(intent.record, facts)
+        else:
+            state.resources[intent.address] = record_from_facts(intent.record, facts)
+        messages.append(f"{intent.address}: adopted {what} {facts.id}, made by an interrupted create")
     for intent in journal.pending:
         if intent.action != "create":
             messages.append(f"{intent.address}: an interrupted {intent.action} is checked again by this refresh")
@@ -286,7 +325,7 @@ def execute_plan(
         outcome.state_written = True
 
     journal = Journal(workspace.store.journal_path, state.lineage)
-    runner = StepRunner(workspace.providers, journal, state.lineage)
+    runner = StepRunner(workspace.providers, journal, state.lineage, events)
     try:
         outcome.report = execute(
             prepared.graph, prepared.plan.actionable, runner, parallelism=parallelism, events=events, stop=stop

@@ -7,6 +7,7 @@ Layout under the root (`VOLPLAN_LOCAL_ROOT`, by default the user's data director
         data/                  the volume's contents
     .tmp-<uuid>/               a volume being created; renamed into place when complete
     index.sqlite               a cache of every volume.json, rebuilt from the folders on mismatch
+    nodes/                     simulated instance hosts for run nodes (see providers/local_nodes.py)
 
 The folders are the truth. A create writes the metadata, idempotency token included, into a
 temporary folder and renames it into place, so a crash never leaves a half-made volume.
@@ -14,6 +15,7 @@ temporary folder and renames it into place, so a crash never leaves a half-made 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +32,17 @@ from typing import Any
 import platformdirs
 
 from engine.errors import ProviderError, VolumeNotFound
-from providers.base import Capabilities, Provider, VolumeFacts, VolumeSpec
+from providers.base import (
+    Capabilities,
+    MountSpec,
+    NodeFacts,
+    NodeSpec,
+    Provider,
+    VolumeFacts,
+    VolumeSpec,
+    backend_rules,
+)
+from providers.local_nodes import HOLD_DETACH_MARKER, LocalNodes
 from state.store import FILE_MODE, fsync_directory
 
 log = logging.getLogger(__name__)
@@ -38,9 +50,14 @@ log = logging.getLogger(__name__)
 VOLUME_ID = re.compile(r"^vol-[0-9a-f]{17}$")
 METADATA = "volume.json"
 
-# dstack's volume documentation: these backends let several runs mount one volume.
-_MULTI_ATTACH_BACKENDS = frozenset({"runpod"})
-_NO_INSTANCE_VOLUMES = frozenset({"runpod", "vastai", "kubernetes"})
+# The region a run goes to when nothing constrains its location. The local provider accepts
+# any region name that a configuration gives.
+DEFAULT_REGION = "local-1"
+
+
+def local_capabilities(backend: str) -> Capabilities:
+    """Return the rules of `backend` as the local provider simulates it."""
+    return dataclasses.replace(backend_rules(backend), regions=(DEFAULT_REGION,))
 
 
 def default_root() -> Path:
@@ -64,15 +81,15 @@ class LocalProvider(Provider):
         self._lock = threading.Lock()
         self._index: sqlite3.Connection | None = None
         self._synced = False
+        self.nodes = LocalNodes(
+            self.root, self._read_metadata, self._write_metadata, self.volume_data_path, self.capabilities
+        )
 
     def describe(self) -> str:
         return f"the built-in local provider at {self.root}"
 
     def capabilities(self, backend: str) -> Capabilities:
-        return Capabilities(
-            multi_attach=backend in _MULTI_ATTACH_BACKENDS,
-            instance_volumes=backend not in _NO_INSTANCE_VOLUMES,
-        )
+        return local_capabilities(backend)
 
     # Reading
 
@@ -177,6 +194,34 @@ class LocalProvider(Provider):
         self._execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
         shutil.rmtree(trash, ignore_errors=True)
         log.debug("deleted local volume %s", volume_id)
+
+    # Nodes and mounts (simulated instance hosts)
+
+    def start_node(self, spec: NodeSpec, token: str) -> NodeFacts:
+        return self.nodes.start(spec, token)
+
+    def stop_node(self, node_id: str) -> None:
+        self.nodes.stop(node_id)
+
+    def refresh_nodes(self, node_ids: Iterable[str]) -> dict[str, NodeFacts]:
+        return self.nodes.refresh(node_ids)
+
+    def find_nodes_by_token(self, tokens: Iterable[str]) -> dict[str, NodeFacts]:
+        return self.nodes.find_by_token(tokens)
+
+    def attach_volume(self, mount: MountSpec) -> None:
+        self.nodes.attach(mount)
+
+    def detach_volume(self, mount: MountSpec, *, force: bool) -> bool:
+        return self.nodes.detach(mount, force=force)
+
+    def hold_detach(self, volume_id: str) -> None:
+        """Make detaches of `volume_id` stay in progress until released or forced (for tests)."""
+        marker = self._volume_folder(volume_id) / HOLD_DETACH_MARKER
+        marker.touch()
+
+    def release_detach(self, volume_id: str) -> None:
+        (self._volume_folder(volume_id) / HOLD_DETACH_MARKER).unlink(missing_ok=True)
 
     # Folders
 

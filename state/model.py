@@ -29,6 +29,9 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
         "backend": str,
         "external": bool,
     },
+    "run": {"address": str, "kind": str, "name": str, "provider": str, "backend": str, "stopped": bool},
+    "node": {"address": str, "kind": str, "run": str, "id": str, "provider": str, "backend": str},
+    "mount": {"address": str, "kind": str, "node": str, "path": str, "provider": str, "backend": str},
 }
 
 

@@ -49,7 +49,7 @@ def _state(*records: dict[str, Any]) -> State:
     return State(LINEAGE, 3, {record["address"]: record for record in records})
 
 
-NODE = {"address": "run.train.node[0]", "kind": "node", "instance_id": "i-node0"}
+NODE = {"address": "run.train.node[0]", "kind": "node", "id": "i-node0"}
 MOUNT = {"address": "run.train.node[0].mount[/data]", "kind": "mount", "volume_id": "vol-a"}
 
 
@@ -95,7 +95,7 @@ MOUNT = {"address": "run.train.node[0].mount[/data]", "kind": "mount", "volume_i
             [("run.train.node[0]", DriftKind.NODE_GONE), ("run.train.node[0].mount[/data]", DriftKind.DETACHED)],
         ),
         (
-            [_volume("volume.a", "vol-a", size_gb=10, tags={}), {**MOUNT, "instance_id": "i-direct"}],
+            [_volume("volume.a", "vol-a", size_gb=10, tags={}), {**MOUNT, "node_id": "i-direct"}],
             ProviderFacts({"volume.a": _facts("vol-a", size_gb=30, tags={"k": "v"}, attached=("i-direct",))}),
             [("volume.a", DriftKind.RESIZED), ("volume.a", DriftKind.RETAGGED)],
         ),

@@ -208,14 +208,14 @@ def test_tags_change_is_an_update(project: Path, local_root: Path) -> None:
     assert dict(LocalProvider(local_root).read_volume(volume_id).tags) == {"team": "ml"}
 
 
-def test_runs_are_listed_as_not_managed(project: Path, local_root: Path) -> None:
+def test_run_naming_unknown_volume_fails(project: Path, local_root: Path) -> None:
     write(project, "train.dstack.yml", "type: task\nnodes: 2\ncommands: [python train.py]\nvolumes:\n  - data:/data\n")
 
     result = run(project, "plan")
 
-    assert result.exit_code == 0, result.output
-    assert "run.train" in result.stdout
-    assert "not managed yet" in result.stdout
+    assert result.exit_code == 1, result.output
+    assert "train.dstack.yml: run.train: mount /data: no volume named data" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_serial_increments_only_on_change(project: Path, local_root: Path) -> None:

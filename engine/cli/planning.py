@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -36,7 +36,13 @@ from engine.executor import Events, StepResult, StepStatus
 from engine.overrides import in_scope, override_name, select_name
 from engine.planfile import SavedPlan, read_plan_file, write_plan_file
 from engine.project import Project
-from engine.render import render_human, render_json
+from engine.render import (
+    applied_counts,
+    progress_words,
+    render_human,
+    render_json,
+)
+from engine.run_planner import RunScope
 from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, apply_saved, prepare
 
 EXIT_SIGINT = 130
@@ -114,9 +120,13 @@ class ApplyFlags:
     lock_timeout: float = 0.0
     refresh: bool = True
     allow_replace: bool = False
+    # Set by volplan stop and start: only these runs change.
+    run_scope: RunScope = field(default_factory=RunScope)
 
     def plan_options(self, destroy: bool = False) -> PlanOptions:
-        return PlanOptions(refresh=self.refresh, allow_replace=self.allow_replace, destroy=destroy)
+        return PlanOptions(
+            refresh=self.refresh, allow_replace=self.allow_replace, destroy=destroy, run_scope=self.run_scope
+        )
 
 
 def approval_options(function: Any) -> Any:
@@ -283,13 +293,17 @@ class _Progress(Events):
         self.output = output
 
     def step_started(self, change: Change) -> None:
-        self.output.echo(f"{change.address}: {self._VERBS[change.action][0]}")
+        self.output.echo(f"{change.address}: {progress_words(change, self._VERBS[change.action])[0]}")
+
+    def warning(self, message: str) -> None:
+        self.output.echo(self.output.paint("Warning: ", "warning") + message, err=True)
 
     def step_finished(self, result: StepResult) -> None:
         change = result.change
         if result.status is StepStatus.SUCCEEDED:
             suffix = f" [id={result.resource_id}]" if result.resource_id else ""
-            self.output.echo(f"{change.address}: {self._VERBS[change.action][1]} after {result.elapsed:.0f}s{suffix}")
+            done = progress_words(change, self._VERBS[change.action])[1]
+            self.output.echo(f"{change.address}: {done} after {result.elapsed:.0f}s{suffix}")
         elif result.status is StepStatus.FAILED:
             self.output.echo(self.output.paint(f"{change.address}: failed: {_describe_failure(result.error)}", "error"))
         elif result.status is StepStatus.SKIPPED:
@@ -443,15 +457,4 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
 
 
 def _counts_text(results: list[StepResult]) -> str:
-    counts: dict[Action, int] = {}
-    for result in results:
-        counts[result.change.action] = counts.get(result.change.action, 0) + 1
-    words = {
-        Action.CREATE: "created",
-        Action.REGISTER: "registered",
-        Action.UPDATE: "updated",
-        Action.REPLACE: "replaced",
-        Action.DELETE: "deleted",
-        Action.DEREGISTER: "deregistered",
-    }
-    return "Volumes: " + ", ".join(f"{count} {words[action]}" for action, count in counts.items())
+    return applied_counts([result.change for result in results])

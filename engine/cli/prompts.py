@@ -6,7 +6,7 @@ import click
 
 from engine.actions import SUMMARY_ORDER, Action, Change, Plan
 from engine.cli.common import Output
-from engine.render import destroyed_data
+from engine.render import destroyed_data, record_kind
 from engine.units import format_size
 
 _VERBS = {
@@ -52,6 +52,9 @@ def dstack_question(plan: Plan) -> str:
         return summary_question(plan)
 
     change = changes[0]
+    kind = record_kind(change)
+    if kind != "volume":
+        return f"{_VERBS[change.action].capitalize()} {kind} {change.address}?"
     name = volume_name(change)
     questions = {
         Action.CREATE: f"Volume {name} does not exist yet. Create the volume?",
@@ -65,11 +68,14 @@ def dstack_question(plan: Plan) -> str:
 
 
 def summary_question(plan: Plan) -> str:
-    counts = plan.counts()
+    counts: dict[tuple[Action, str], int] = {}
+    for change in plan.actionable:
+        key = (change.action, record_kind(change))
+        counts[key] = counts.get(key, 0) + 1
+    order = {action: index for index, action in enumerate(SUMMARY_ORDER)}
     parts = [
-        f"{_VERBS[action]} {counts[action]} volume{'s' if counts[action] > 1 else ''}"
-        for action in SUMMARY_ORDER
-        if counts[action]
+        f"{_VERBS[action]} {count} {kind}{'s' if count > 1 else ''}"
+        for (action, kind), count in sorted(counts.items(), key=lambda item: (order[item[0][0]], item[0][1]))
     ]
     return f"This will {', '.join(parts)}. Proceed?"
 
