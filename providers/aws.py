@@ -141,7 +141,9 @@ class AwsProvider(Provider):
     def __init__(self, settings: AwsSettings | None = None, session: boto3.Session | None = None) -> None:
         self.settings = settings or AwsSettings()
         self._session = session or boto3.Session()
-        self._config = Config(retries={"mode": self.settings.retry_mode, "max_attempts": self.settings.max_attempts})
+        # total_max_attempts counts the first attempt too, as max_attempts does in the AWS config file.
+        retries = {"mode": self.settings.retry_mode, "total_max_attempts": self.settings.max_attempts}
+        self._config = Config(retries=retries)
         self._clients: dict[str, Any] = {}
         self._zones: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -333,14 +335,15 @@ class AwsProvider(Provider):
         attempts = max(1, math.ceil(self.settings.create_timeout / delay)) if delay > 0 else 1
         waiter = create_waiter_with_client("VolumeAvailable", WaiterModel(_AVAILABLE_WAITER), self._client(region))
         log.debug("waiting up to %ss for %s (%s) to become available", self.settings.create_timeout, volume_id, address)
-        try:
-            with aws_call("DescribeVolumes", volume_id, region):
+        # WaiterError is a BotoCoreError, so it is caught before aws_call translates it.
+        with aws_call("DescribeVolumes", volume_id, region):
+            try:
                 waiter.wait(
                     Filters=[{"Name": "volume-id", "Values": [volume_id]}],
                     WaiterConfig={"Delay": delay, "MaxAttempts": attempts},
                 )
-        except WaiterError as error:
-            return _waiter_outcome(error, volume_id, address, region, self.settings.create_timeout)
+            except WaiterError as error:
+                return _waiter_outcome(error, volume_id, address, region, self.settings.create_timeout)
         return "available"
 
     def _grow(self, region: str, current: VolumeFacts, size_gb: int) -> int:

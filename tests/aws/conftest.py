@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 from moto.server import ThreadedMotoServer
 
 from providers.aws import AwsProvider, AwsSettings
@@ -37,6 +40,8 @@ _AWS_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_ENDPOINT_URL_EC2",
 )
+# One loader for every test session, so that the EC2 service model is parsed once per run.
+_LOADER = botocore.loaders.create_loader()
 FAST = AwsSettings(create_timeout=5, poll_interval=0.01, retry_mode="standard", max_attempts=5)
 
 
@@ -61,9 +66,12 @@ class Aws:
     endpoint: str
     strict: StrictEc2
     calls: list[str] = field(default_factory=list)
+    _clients: dict[str, Any] = field(default_factory=dict)
 
-    def session(self) -> boto3.Session:
-        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    def session(self, *, credentials: bool = True) -> boto3.Session:
+        """A session whose clients count their calls; without `credentials` it uses the environment's."""
+        keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if credentials else {}
+        session = _new_session(**keys)
         session.events.register("before-call.ec2", self._count)
         session.events.register("before-send", _only_local)
         return session
@@ -73,15 +81,35 @@ class Aws:
 
     def client(self, region: str = "eu-central-1") -> Any:
         """A client for arranging and inspecting the server; its calls are not counted."""
-        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
-        session.events.register("before-send", _only_local)
-        return session.client("ec2", region_name=region)
+        if region not in self._clients:
+            session = _new_session(aws_access_key_id="testing", aws_secret_access_key="testing")
+            session.events.register("before-send", _only_local)
+            self._clients[region] = session.client("ec2", region_name=region)
+        return self._clients[region]
 
     def count(self, operation: str | None = None) -> int:
         return sum(1 for call in self.calls if operation in (None, call))
 
     def _count(self, model: Any, **kwargs: Any) -> None:
         self.calls.append(model.name)
+
+
+def _forget_volumes_and_instances() -> None:
+    """Empty what the tests make in each region, keeping moto's region set-up.
+
+    moto's own reset (POST /moto-api/reset) rebuilds each region's EC2 backend on its next
+    request, which takes most of a second; these tests make only volumes and instances.
+    """
+    for backend in ec2_backends[DEFAULT_ACCOUNT_ID].values():
+        backend.volumes.clear()
+        backend.attachments.clear()
+        backend.reservations.clear()
+
+
+def _new_session(**keys: str) -> boto3.Session:
+    core = botocore.session.Session()
+    core.register_component("data_loader", _LOADER)
+    return boto3.Session(botocore_session=core, **keys)
 
 
 def _only_local(request: Any, **kwargs: Any) -> None:
@@ -101,9 +129,7 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
 
-    request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
+    _forget_volumes_and_instances()
 
     strict = StrictEc2()
     strict.install(monkeypatch)

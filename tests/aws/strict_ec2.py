@@ -85,7 +85,7 @@ class StrictEc2:
         original_call = EC2Response.call_action
         original_create = EC2Response.create_volume
         original_modify = EC2Response.modify_volume
-        original_status = Volume.status
+        original_status = Volume.__dict__["status"].fget
         layer = self
 
         def call_action(response: EC2Response) -> Any:
@@ -101,7 +101,7 @@ class StrictEc2:
             with layer._lock:
                 if layer._creating.get(volume.id, 0) > 0:
                     return "creating"
-            return str(original_status.fget(volume))
+            return str(original_status(volume))
 
         monkeypatch.setattr(EC2Response, "call_action", call_action)
         monkeypatch.setattr(EC2Response, "describe_volumes", lambda response: layer._describe_volumes(response))
