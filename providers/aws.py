@@ -127,7 +127,7 @@ def _invalid_option(name: str, value: object, fix: str) -> UsageError:
 
 
 def client_token(token: str) -> str:
-    """The ClientToken for a create: the token itself when AWS accepts its length, else its hash."""
+    """Return the ClientToken for a create: the token itself when AWS accepts its length, else its hash."""
     if len(token) <= CLIENT_TOKEN_MAX:
         return token
     return hashlib.sha256(token.encode()).hexdigest()[:CLIENT_TOKEN_MAX]
@@ -164,7 +164,9 @@ class AwsProvider(Provider):
         self, volume_ids: Iterable[str], regions: Mapping[str, str | None] | None = None
     ) -> dict[str, VolumeFacts]:
         by_region: dict[str, list[str]] = {}
+        requested = 0
         for volume_id in volume_ids:
+            requested += 1
             region = self._region((regions or {}).get(volume_id), volume_id)
             by_region.setdefault(region, []).append(volume_id)
 
@@ -172,7 +174,7 @@ class AwsProvider(Provider):
         for region, ids in sorted(by_region.items()):
             for volume in self._describe(region, "volume-id", ids, f"{len(ids)} volumes"):
                 found[volume["VolumeId"]] = _facts(volume, region)
-        log.debug("refreshed %d EBS volumes in %d regions, %d found", len(found), len(by_region), len(found))
+        log.debug("refreshed %d EBS volumes in %d regions, %d found", requested, len(by_region), len(found))
         return found
 
     def read_volume(self, volume_id: str, region: str | None = None) -> VolumeFacts:
@@ -447,7 +449,7 @@ def _facts(volume: dict[str, Any], region: str) -> VolumeFacts:
 
 
 def _user_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """The tags the configuration sets: without Name, volplan's own tags and AWS's system tags."""
+    """Return the tags the configuration sets, without Name, volplan's own tags and AWS's system tags."""
     return {key: value for key, value in tags.items() if key != "Name" and not key.startswith(RESERVED_TAG_PREFIXES)}
 
 

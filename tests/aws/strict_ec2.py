@@ -73,7 +73,7 @@ class StrictEc2:
         self._failures: list[InjectedFailure] = []
 
     def fail(self, code: str, message: str, *, action: str | None = None, status: int = 400, times: int = 1) -> None:
-        """Answer the next `times` requests for `action` (any action when None) with an AWS error."""
+        """Fail the next `times` requests for `action` (any action when None) with an AWS error."""
         with self._lock:
             self._failures.append(InjectedFailure(action, code, message, status, times))
 

@@ -1,6 +1,6 @@
 """volplan with the AWS provider, end to end through the CLI, against the strict moto server.
 
-The server runs in the test process; `volplan` runs either in-process or as a real subprocess,
+The server runs in the test process. `volplan` runs either in-process or as a real subprocess,
 which reaches the server through AWS_ENDPOINT_URL like any boto3 program.
 """
 
@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.workflow import refresh
+from providers.registry import ProviderSet
+from state.model import State
 from tests.aws.conftest import Aws
-from tests.aws.test_provider import attach_to_new_instance
+from tests.aws.test_provider import attach_to_new_instance, make_raw_volumes
 from tests.conftest import run, run_process, volume_file, write
 
 STATE = "volplan.state.json"
@@ -88,7 +91,7 @@ def test_crash_during_create_is_recovered(aws: Aws, project: Path) -> None:
     volume_file(project, "data")
     aws.strict.creating_reads = 1_000_000
 
-    # The apply makes the volume, then waits for it; it is killed while waiting.
+    # The apply makes the volume and waits for it to become available, and is killed while waiting.
     child = subprocess.Popen(
         [sys.executable, "-m", "engine", "apply", "--auto-approve"],
         cwd=project,
@@ -277,3 +280,26 @@ def test_invalid_setting_is_one_clear_error(aws: Aws, project: Path) -> None:
     assert "adaptive" in planned.output
     assert "Traceback" not in planned.output
     assert server_volumes(aws) == []
+
+
+def test_plan_refresh_of_thousand_volumes(aws: Aws) -> None:
+    ids = make_raw_volumes(1000)
+    state = State.new()
+    for index, volume_id in enumerate(ids):
+        address = f"volume.v{index:04d}"
+        state.resources[address] = {
+            "address": address,
+            "kind": "volume",
+            "id": volume_id,
+            "backend": "aws",
+            "region": "eu-central-1",
+            "provider": "aws",
+        }
+    provider = aws.provider()
+    providers = ProviderSet(kinds={"aws": "aws"}, factory=lambda kind, options: provider)
+
+    facts = refresh(state, providers)
+
+    assert sum(1 for value in facts.values() if value is not None) == 1000
+    assert len(aws.calls) <= 6
+    assert set(aws.calls) == {"DescribeVolumes"}

@@ -1,7 +1,7 @@
 """AWS errors reach the user as volplan errors that name the volume, the AWS code and the next step.
 
 The refusals injected with `strict.fail` come from AWS's throttling and policy engine, which moto
-does not run; everything else is moto's own answer made strict.
+does not run. Everything else is moto's own response, made strict.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def test_create_waits_through_creating(aws: Aws) -> None:
     facts = aws.provider().create_volume(spec(), "token-1")
 
     assert facts.status == "available"
-    # One read per creating answer, then the one that found it available.
+    # One read per `creating` result, then the read that found the volume available.
     assert aws.count("DescribeVolumes") == 4
 
 
@@ -157,7 +157,7 @@ def test_create_in_bogus_zone_rejected(aws: Aws) -> None:
 
 
 def test_create_with_bogus_type_rejected(aws: Aws) -> None:
-    # AwsSettings.from_options rejects gp9; building the settings directly shows what AWS says.
+    # AwsSettings.from_options rejects gp9, so the settings are built directly to reach AWS's check.
     provider = aws.provider(replace(FAST, volume_type="gp9"))
 
     with pytest.raises(ProviderError) as raised:
