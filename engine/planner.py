@@ -145,6 +145,10 @@ def _plan_volume(
                     f"in the {after['provider']} provider. Check the id, or create the volume first."
                 )
                 return None
+            plan.notes.append(
+                f"{desired.address}: volplan never formats a registered volume; {after['id']} must already "
+                "carry a file system."
+            )
             return Change(
                 desired.address,
                 Action.REGISTER,
@@ -222,7 +226,7 @@ def _plan_existing(
     for name in ("availability_zone",):
         if after[name] is None:
             after[name] = current.get(name)
-    for name in ("created_at",):
+    for name in ("created_at", "volume_type"):
         if name in current:
             after[name] = current[name]
 

@@ -35,6 +35,8 @@ def record_from_facts(after: Record, facts: VolumeFacts) -> Record:
     record["availability_zone"] = facts.availability_zone
     record["size_gb"] = facts.size_gb
     record["created_at"] = facts.created_at
+    if facts.volume_type is not None:
+        record["volume_type"] = facts.volume_type
     if after.get("external"):
         record["tags"] = dict(facts.tags)
         record["region"] = facts.region
@@ -112,7 +114,7 @@ class StepRunner:
         after = change.after
         assert after is not None
         provider = self.providers.by_kind(after["provider"], after["backend"])
-        facts = provider.read_volume(after["id"])
+        facts = provider.read_volume(after["id"], after.get("region"))
         self._record(None, change.address, record_from_facts(after, facts))
 
     def _update(self, change: Change) -> None:
@@ -126,6 +128,7 @@ class StepRunner:
                 after["id"],
                 size_gb=after["size_gb"] if "size_gb" in provider_fields else None,
                 tags=after["tags"] if "tags" in provider_fields else None,
+                region=after.get("region"),
             )
             record = record_from_facts(after, facts)
         self._record(None, change.address, record)
@@ -147,7 +150,7 @@ class StepRunner:
         assert before is not None
         provider = self.providers.by_kind(before["provider"], before["backend"])
         seq = self.journal.intent(change.address, Action.DELETE.value, before["id"], None)
-        provider.delete_volume(before["id"])
+        provider.delete_volume(before["id"], before.get("region"))
         self._record(seq, change.address, None)
 
     def _deregister(self, change: Change) -> None:

@@ -112,7 +112,9 @@ def refresh(state: State, providers: ProviderSet) -> dict[str, VolumeFacts | Non
 
     facts: dict[str, VolumeFacts | None] = {}
     for kind, addresses in sorted(ids_by_kind.items()):
-        found = providers.by_kind(kind, _first_backend(state, addresses.values())).refresh_volumes(list(addresses))
+        regions = {volume_id: state.resources[address].get("region") for volume_id, address in addresses.items()}
+        provider = providers.by_kind(kind, _first_backend(state, addresses.values()))
+        found = provider.refresh_volumes(list(addresses), regions)
         for volume_id, address in addresses.items():
             facts[address] = found.get(volume_id)
     return facts
@@ -161,15 +163,15 @@ def look_up_registrations(
 ) -> dict[str, VolumeFacts | None]:
     """Check, in one call per provider, that every volume_id about to be registered exists."""
     known = state.resources if state else {}
-    ids_by_backend: dict[str, set[str]] = {}
+    ids_by_backend: dict[str, dict[str, str | None]] = {}
     for address, volume in project.volumes.items():
         volume_id = volume.config.volume_id or volume.config.claim_name
         if volume_id and address not in known:
-            ids_by_backend.setdefault(volume.config.backend, set()).add(volume_id)
+            ids_by_backend.setdefault(volume.config.backend, {})[volume_id] = volume.config.region
 
     found: dict[str, VolumeFacts | None] = {}
     for backend, ids in sorted(ids_by_backend.items()):
-        reported = providers.for_backend(backend).refresh_volumes(sorted(ids))
+        reported = providers.for_backend(backend).refresh_volumes(sorted(ids), ids)
         found.update({volume_id: reported.get(volume_id) for volume_id in ids})
     return found
 
@@ -204,17 +206,20 @@ def recover_journal(state: State | None, journal: JournalContents, providers: Pr
 def _adopt_pending(state: State, journal: JournalContents, providers: ProviderSet) -> list[str]:
     messages = []
     creates = [intent for intent in journal.pending if intent.action == "create" and intent.record]
-    by_kind: dict[tuple[str, str], list[str]] = {}
+    by_kind: dict[tuple[str, str], list[Record]] = {}
     for intent in creates:
         assert intent.record is not None
-        by_kind.setdefault((intent.record["provider"], intent.record["kind"]), []).append(intent.token)
+        key = (intent.record["provider"], intent.record["kind"])
+        by_kind.setdefault(key, []).append({**intent.record, "token": intent.token})
     found: dict[str, VolumeFacts | NodeFacts] = {}
-    for (kind, record_kind), tokens in by_kind.items():
-        provider = providers.by_kind(kind)
+    for (kind, record_kind), records in by_kind.items():
+        provider = providers.by_kind(kind, records[0].get("backend"))
+        tokens = [record["token"] for record in records]
         if record_kind == "node":
             found.update(provider.find_nodes_by_token(tokens))
         else:
-            found.update(provider.find_volumes_by_token(tokens))
+            regions = sorted({record.get("region") for record in records}, key=str)
+            found.update(provider.find_volumes_by_token(tokens, regions))
 
     for intent in creates:
         assert intent.record is not None

@@ -50,6 +50,8 @@ class VolumeFacts:
     # The lineage of the state whose apply created the volume, when the provider recorded it.
     lineage: str | None = None
     attachments: tuple[str, ...] = field(default=())
+    # The provider's storage class, such as gp3 on AWS; None where the provider has no types.
+    volume_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,12 @@ class MountSpec:
 
 
 class Provider(ABC):
-    """A place where volumes live. `kind` is recorded in the state with every resource."""
+    """A place where volumes live. `kind` is recorded in the state with every resource.
+
+    The `region` and `regions` arguments carry the region that the state or the configuration
+    records for a volume. A provider whose API is regional sends each call there, and one
+    without regions ignores them.
+    """
 
     kind: str
 
@@ -152,11 +159,13 @@ class Provider(ABC):
     def capabilities(self, backend: str) -> Capabilities: ...
 
     @abstractmethod
-    def refresh_volumes(self, volume_ids: Iterable[str]) -> dict[str, VolumeFacts]:
+    def refresh_volumes(
+        self, volume_ids: Iterable[str], regions: Mapping[str, str | None] | None = None
+    ) -> dict[str, VolumeFacts]:
         """Read many volumes at once. Ids the provider does not have are absent from the result."""
 
     @abstractmethod
-    def read_volume(self, volume_id: str) -> VolumeFacts:
+    def read_volume(self, volume_id: str, region: str | None = None) -> VolumeFacts:
         """Read one volume, raising VolumeNotFound when it does not exist."""
 
     @abstractmethod
@@ -164,16 +173,20 @@ class Provider(ABC):
         """Create a volume; a second call with the same token returns the first volume."""
 
     @abstractmethod
-    def update_volume(self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None) -> VolumeFacts:
+    def update_volume(
+        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, region: str | None = None
+    ) -> VolumeFacts:
         """Grow a volume and replace its user tags in place."""
 
     @abstractmethod
-    def delete_volume(self, volume_id: str) -> None:
+    def delete_volume(self, volume_id: str, region: str | None = None) -> None:
         """Delete a volume with its data; a volume that is already gone counts as deleted."""
 
     @abstractmethod
-    def find_volumes_by_token(self, tokens: Iterable[str]) -> dict[str, VolumeFacts]:
-        """Find volumes made by interrupted creates, by their idempotency tokens."""
+    def find_volumes_by_token(
+        self, tokens: Iterable[str], regions: Iterable[str | None] = ()
+    ) -> dict[str, VolumeFacts]:
+        """Find volumes made by interrupted creates, by their idempotency tokens, in `regions`."""
 
     # Run nodes and mounts. The defaults raise ProviderError, so providers that serve only
     # volumes need not implement them.

@@ -93,7 +93,9 @@ class LocalProvider(Provider):
 
     # Reading
 
-    def refresh_volumes(self, volume_ids: Iterable[str]) -> dict[str, VolumeFacts]:
+    def refresh_volumes(
+        self, volume_ids: Iterable[str], regions: Mapping[str, str | None] | None = None
+    ) -> dict[str, VolumeFacts]:
         wanted = set(volume_ids)
         self._sync_index()
         found = {}
@@ -104,7 +106,7 @@ class LocalProvider(Provider):
         log.debug("refreshed %d local volumes, %d found", len(wanted), len(found))
         return found
 
-    def read_volume(self, volume_id: str) -> VolumeFacts:
+    def read_volume(self, volume_id: str, region: str | None = None) -> VolumeFacts:
         metadata = self._read_metadata(volume_id)
         if metadata is None:
             raise VolumeNotFound(
@@ -114,7 +116,9 @@ class LocalProvider(Provider):
             )
         return _facts(metadata)
 
-    def find_volumes_by_token(self, tokens: Iterable[str]) -> dict[str, VolumeFacts]:
+    def find_volumes_by_token(
+        self, tokens: Iterable[str], regions: Iterable[str | None] = ()
+    ) -> dict[str, VolumeFacts]:
         wanted = set(tokens)
         if not wanted:
             return {}
@@ -155,7 +159,9 @@ class LocalProvider(Provider):
         log.debug("created local volume %s", volume_id)
         return _facts(metadata)
 
-    def update_volume(self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None) -> VolumeFacts:
+    def update_volume(
+        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, region: str | None = None
+    ) -> VolumeFacts:
         metadata = self._read_metadata(volume_id)
         if metadata is None:
             raise VolumeNotFound(
@@ -172,7 +178,7 @@ class LocalProvider(Provider):
         self._write_metadata(volume_id, metadata)
         return _facts(metadata)
 
-    def delete_volume(self, volume_id: str) -> None:
+    def delete_volume(self, volume_id: str, region: str | None = None) -> None:
         folder = self._volume_folder(volume_id)
         metadata = self._read_metadata(volume_id)
         if metadata is None:

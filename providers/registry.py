@@ -11,7 +11,7 @@ from engine.errors import UsageError
 from providers.base import Provider
 from providers.local import LocalProvider
 
-PROVIDER_KINDS = ("local",)
+PROVIDER_KINDS = ("local", "aws")
 
 ProviderFactory = Callable[[str, Mapping[str, Any]], Provider]
 
@@ -19,6 +19,11 @@ ProviderFactory = Callable[[str, Mapping[str, Any]], Provider]
 def default_factory(kind: str, options: Mapping[str, Any]) -> Provider:
     if kind == "local":
         return LocalProvider()
+    if kind == "aws":
+        # Imported here so that commands served by the local provider never load boto3.
+        from providers.aws import AwsProvider, AwsSettings
+
+        return AwsProvider(AwsSettings.from_options(options))
     raise UsageError("Unknown provider kind", f"{kind!r} is not a provider; use one of: {', '.join(PROVIDER_KINDS)}.")
 
 

@@ -34,11 +34,13 @@ class FailingProvider(Provider):
     def capabilities(self, backend: str) -> Capabilities:
         return self.inner.capabilities(backend)
 
-    def refresh_volumes(self, volume_ids: Iterable[str]) -> dict[str, VolumeFacts]:
-        return self.inner.refresh_volumes(volume_ids)
+    def refresh_volumes(
+        self, volume_ids: Iterable[str], regions: Mapping[str, str | None] | None = None
+    ) -> dict[str, VolumeFacts]:
+        return self.inner.refresh_volumes(volume_ids, regions)
 
-    def read_volume(self, volume_id: str) -> VolumeFacts:
-        return self.inner.read_volume(volume_id)
+    def read_volume(self, volume_id: str, region: str | None = None) -> VolumeFacts:
+        return self.inner.read_volume(volume_id, region)
 
     def create_volume(self, spec: VolumeSpec, token: str) -> VolumeFacts:
         with self._lock:
@@ -48,14 +50,18 @@ class FailingProvider(Provider):
             raise ProviderError("Injected failure", f"create number {number} of {spec.address} fails on purpose")
         return self.inner.create_volume(spec, token)
 
-    def update_volume(self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None) -> VolumeFacts:
-        return self.inner.update_volume(volume_id, size_gb=size_gb, tags=tags)
+    def update_volume(
+        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, region: str | None = None
+    ) -> VolumeFacts:
+        return self.inner.update_volume(volume_id, size_gb=size_gb, tags=tags, region=region)
 
-    def delete_volume(self, volume_id: str) -> None:
-        self.inner.delete_volume(volume_id)
+    def delete_volume(self, volume_id: str, region: str | None = None) -> None:
+        self.inner.delete_volume(volume_id, region)
 
-    def find_volumes_by_token(self, tokens: Iterable[str]) -> dict[str, VolumeFacts]:
-        return self.inner.find_volumes_by_token(tokens)
+    def find_volumes_by_token(
+        self, tokens: Iterable[str], regions: Iterable[str | None] = ()
+    ) -> dict[str, VolumeFacts]:
+        return self.inner.find_volumes_by_token(tokens, regions)
 
 
 def _workspace(project: Path, provider: Provider) -> Workspace:
