@@ -32,8 +32,11 @@ print(time.perf_counter() - started)
 def floor_seconds(project: Path) -> float:
     """Time the floor in a fresh interpreter, including its start-up, as the plan pays it too."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _FLOOR, str(project), str(project / "volplan.state.json")], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", _FLOOR, str(project), str(project / "volplan.state.json")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
@@ -56,14 +59,21 @@ def main() -> None:
             peak = _peak_rss_mb(project, env)
             per_resource[count] = seconds / count
             command = f"python -m bench.plan_noop --sizes {count}"
-            report(f"no-op plan of {count} volumes", f"{seconds:.2f} s (floor {floor:.2f} s, {seconds / floor:.2f}x; "
-                   f"target at most 3x), peak {peak} MB (target under 400 MB)", command)
+            report(
+                f"no-op plan of {count} volumes",
+                f"{seconds:.2f} s (floor {floor:.2f} s, {seconds / floor:.2f}x; "
+                f"target at most 3x), peak {peak} MB (target under 400 MB)",
+                command,
+            )
 
     sizes = sorted(per_resource)
     if len(sizes) > 1:
         ratio = per_resource[sizes[-1]] / per_resource[sizes[-2]]
-        report(f"time per resource at {sizes[-1]} vs {sizes[-2]}", f"{ratio:.2f}x (target: at most 1.10x)",
-               f"python -m bench.plan_noop --sizes {arguments.sizes}")
+        report(
+            f"time per resource at {sizes[-1]} vs {sizes[-2]}",
+            f"{ratio:.2f}x (target: at most 1.10x)",
+            f"python -m bench.plan_noop --sizes {arguments.sizes}",
+        )
 
 
 def _peak_rss_mb(project: Path, env: dict[str, str]) -> int:
@@ -77,7 +87,10 @@ def _peak_rss_mb(project: Path, env: dict[str, str]) -> int:
 
     output = subprocess.run(
         [sys.executable, "-c", code, sys.executable, "-m", "engine", "-C", str(project), "plan", "--detailed-exitcode"],
-        env={**os.environ, **env}, capture_output=True, text=True, check=True,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return int(output.stdout.strip())
 

@@ -64,6 +64,12 @@ class Events:
     def step_finished(self, result: StepResult) -> None:
         pass
 
+    def step_waiting(self, change: Change, message: str) -> None:
+        """Report that a started step is waiting, such as "detaching (up to 5m, the run's stop_duration)".
+
+        A step may call this several times to update the message; its step_finished ends the wait.
+        """
+
 
 def execute(
     graph: nx.DiGraph,

@@ -15,7 +15,7 @@ import click
 
 from engine import __version__
 from engine.argv import normalise
-from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text
+from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text, wants_color
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
 from engine.cli.validate import validate
 from engine.errors import VolplanError
@@ -29,22 +29,23 @@ class VolplanGroup(click.Group):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> NoReturn:  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        errors = _error_output(list(args) if args is not None else sys.argv[1:])
         try:
             result = super().main(args=args, prog_name=prog_name or "volplan", standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.UsageError as error:
             hint = f" Run '{error.ctx.command_path} --help' for the options." if error.ctx else ""
-            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            errors.echo(errors.paint("Error: ", "error") + f"{error.format_message()}{hint}", err=True)
             sys.exit(1)
         except click.Abort:
             click.echo("\nAborted: nothing was changed.", err=True)
             sys.exit(1)
         except click.ClickException as error:
-            click.echo(f"Error: {error.format_message()}", err=True)
+            errors.echo(errors.paint("Error: ", "error") + error.format_message(), err=True)
             sys.exit(1)
         except VolplanError as error:
-            click.echo(error_text(error, Output(color=False)), err=True)
+            errors.echo(error_text(error, errors), err=True)
             sys.exit(getattr(error, "exit_code", 1))
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
@@ -53,6 +54,12 @@ class VolplanGroup(click.Group):
             _report_bug()
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _error_output(args: list[str]) -> Output:
+    """Colour for errors on stderr, decided before click parses anything, since parsing may fail."""
+    before_double_dash = args[: args.index("--")] if "--" in args else args
+    return Output(wants_color("--no-color" not in before_double_dash, sys.stderr))
 
 
 def _report_bug() -> None:

@@ -7,7 +7,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -40,8 +40,14 @@ _ROLE_STYLES: dict[str, dict[str, Any]] = {
 }
 
 
-def color_enabled(options: GlobalOptions) -> bool:
-    return options.color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+def color_enabled(options: GlobalOptions, stream: TextIO | None = None) -> bool:
+    """Whether to colour `stream` (default stdout): off with --no-color, NO_COLOR or a non-terminal."""
+    return wants_color(options.color, stream or sys.stdout)
+
+
+def wants_color(flag: bool, stream: TextIO) -> bool:
+    # NO_COLOR counts only when set to a non-empty value (https://no-color.org).
+    return flag and not os.environ.get("NO_COLOR") and stream.isatty()
 
 
 class Output:

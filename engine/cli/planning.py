@@ -26,8 +26,9 @@ from engine.cli.common import (
     refresh_option,
     replace_option,
 )
-from engine.errors import UsageError, VolplanError
-from engine.executor import Events, StepResult, StepStatus
+from engine.cli.progress import ApplyProgress, describe_failure
+from engine.errors import UsageError
+from engine.executor import StepResult, StepStatus
 from engine.project import Project
 from engine.render import destroyed_data, render_human, render_json
 from engine.units import format_size
@@ -222,41 +223,6 @@ def _run_destroy(
     )
 
 
-class _Progress(Events):
-    """Terraform-style lines as steps start and end."""
-
-    _VERBS = {
-        Action.CREATE: ("Creating...", "Creation complete"),
-        Action.REGISTER: ("Registering...", "Registration complete"),
-        Action.UPDATE: ("Modifying...", "Modifications complete"),
-        Action.REPLACE: ("Replacing...", "Replacement complete"),
-        Action.DELETE: ("Destroying...", "Destruction complete"),
-        Action.DEREGISTER: ("Deregistering...", "Deregistration complete"),
-    }
-
-    def __init__(self, output: Output) -> None:
-        self.output = output
-
-    def step_started(self, change: Change) -> None:
-        self.output.echo(f"{change.address}: {self._VERBS[change.action][0]}")
-
-    def step_finished(self, result: StepResult) -> None:
-        change = result.change
-        if result.status is StepStatus.SUCCEEDED:
-            suffix = f" [id={result.resource_id}]" if result.resource_id else ""
-            self.output.echo(f"{change.address}: {self._VERBS[change.action][1]} after {result.elapsed:.0f}s{suffix}")
-        elif result.status is StepStatus.FAILED:
-            self.output.echo(self.output.paint(f"{change.address}: failed: {_describe_failure(result.error)}", "error"))
-        elif result.status is StepStatus.SKIPPED:
-            self.output.echo(f"{change.address}: skipped because {result.skipped_because} failed")
-
-
-def _describe_failure(error: BaseException | None) -> str:
-    if isinstance(error, VolplanError):
-        return f"{error.title}: {error.detail}" if error.detail else error.title
-    return f"internal error ({type(error).__name__}); run with -vv for the traceback"
-
-
 @contextmanager
 def _interrupts(stop: threading.Event, received: list[int], output: Output) -> Iterator[None]:
     """First SIGINT or SIGTERM: start no new steps. A second SIGINT abandons the steps in flight."""
@@ -299,10 +265,12 @@ def _run_apply(
     dstack_style = bool(project.selected_files) if dstack_style is None else dstack_style
     stop = threading.Event()
     received: list[int] = []
+    progress = ApplyProgress.for_options(options)
 
     def confirm(prepared: Prepared) -> bool:
         output.echo(render_human(prepared.plan, output.paint))
         output.echo()
+        progress.expect(len(prepared.plan.actionable))
         if auto_approve:
             return True
         _require_terminal(allow_input, command)
@@ -313,7 +281,7 @@ def _run_apply(
             output.echo(f"Note: the previous holder of the state lock died ({stale.describe()}); continuing.", err=True)  # type: ignore[attr-defined]
 
     started = time.monotonic()
-    with _interrupts(stop, received, output):
+    with _interrupts(stop, received, output), progress:
         outcome = apply(
             workspace,
             project,
@@ -322,7 +290,7 @@ def _run_apply(
             lock_timeout=lock_timeout,
             parallelism=parallelism,
             confirm=confirm,
-            events=_Progress(output),
+            events=progress,
             stop=stop,
             on_lock=on_lock,
         )
@@ -418,7 +386,7 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
             + f" {len(succeeded)} succeeded, {len(failed)} failed, {len(skipped)} skipped or not started."
         )
         for result in failed:
-            output.echo(f"  failed:  {result.change.address}: {_describe_failure(result.error)}")
+            output.echo(f"  failed:  {result.change.address}: {describe_failure(result.error)}")
         for result in skipped:
             why = f"depends on {result.skipped_because}" if result.skipped_because else "not started"
             output.echo(f"  skipped: {result.change.address} ({why})")
