@@ -16,7 +16,9 @@ import click
 from engine import __version__
 from engine.argv import normalise
 from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text, wants_color
+from engine.cli.graph import graph
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
+from engine.cli.show import show
 from engine.cli.validate import validate
 from engine.errors import VolplanError
 
@@ -115,7 +117,7 @@ def cli(
     ctx.obj = GlobalOptions(directory or Path.cwd(), state, list(providers), not no_color)
 
 
-for command in (plan, apply_command, destroy, delete, validate):
+for command in (plan, apply_command, destroy, delete, validate, graph, show):
     cli.add_command(command)
 
 
