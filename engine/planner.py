@@ -90,6 +90,11 @@ def make_plan(source: PlanInput) -> Plan:
         serial=source.prior.serial if source.prior else None,
     )
     plan.notes.extend(source.provider_header)
+    if not source.project.files and not prior:
+        plan.notes.append(
+            f"No configuration files and no state in {source.project.root}: volplan reads the *.dstack.yml files "
+            "under the project folder. Run it in your project folder, or pass -C DIR."
+        )
     errors: list[str] = []
 
     for address in sorted(set(source.project.volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}):

@@ -22,12 +22,26 @@ from engine.cli.show import show
 from engine.cli.validate import validate
 from engine.errors import VolplanError
 
+# Longer than any command's first sentence, so the command list never cuts one.
+_SHORT_HELP_LIMIT = 200
+
 
 class VolplanGroup(click.Group):
     """Normalises argv and maps every outcome to DESIGN's exit codes (click's usage errors exit 1)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, normalise(args))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List each command with its whole first sentence; click would cut it to the line's width."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=_SHORT_HELP_LIMIT)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> NoReturn:  # type: ignore[override]
         extra.pop("standalone_mode", None)
@@ -76,26 +90,41 @@ def _report_bug() -> None:
     )
 
 
-@click.group(cls=VolplanGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=VolplanGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    epilog=(
+        "Run 'volplan COMMAND --help' for a command's options. Shell completion: "
+        'eval "$(_VOLPLAN_COMPLETE=bash_source volplan)" in ~/.bashrc (zsh_source and fish_source for other shells). '
+        "Exit codes: 0 success, 1 error, 2 changes (plan --detailed-exitcode)."
+    ),
+)
 @click.option(
     "-C",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
     default=None,
-    help="Project folder to work in (default: the current folder).",
+    help="Project folder to work in; FILE arguments are relative to it.  [default: the current folder]",
 )
 @click.option(
-    "--state", "state", metavar="PATH", default=None, help=f"State file (default: {STATE_FILE} in the project folder)."
+    "--state", "state", metavar="PATH", default=None, help=f"State file.  [default: {STATE_FILE} in the project folder]"
 )
 @click.option(
     "--provider",
     "providers",
     metavar="BACKEND=KIND",
     multiple=True,
-    help="Provider for a backend, such as aws=aws or aws=local (default: local). Repeatable.",
+    help="Provider for a backend, such as aws=aws or aws=local; repeatable.  [default: local for every backend]",
 )
-@click.option("--no-color", is_flag=True, help="Print without colour (also: NO_COLOR=1).")
-@click.option("-v", "--verbose", count=True, help="Log what volplan does to stderr (-vv for debug detail).")
+@click.option(
+    "--no-color",
+    is_flag=True,
+    help="Print without colour or a live progress region (also: NO_COLOR=1; automatic when output is not a terminal).",
+)
+@click.option(
+    "-v", "--verbose", count=True, show_default=False, help="Log what volplan does to stderr (-vv for debug detail)."
+)
 @click.version_option(__version__, "--version", prog_name="volplan")
 @click.pass_context
 def cli(

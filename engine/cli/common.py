@@ -78,8 +78,10 @@ def parse_duration_option(ctx: click.Context, param: click.Parameter, value: str
         return 0.0
     try:
         seconds = parse_duration(value, allow_off=False)
-    except UnitError as error:
-        raise click.BadParameter(f"{value!r} {error.problem}. {error.fix}") from None
+    except UnitError:
+        raise click.BadParameter(
+            f"{value!r} is not a duration. Write one number and one unit (90s, 5m, 1h, 2d, 1w) or bare seconds."
+        ) from None
     if seconds is None or seconds < 0:
         raise click.BadParameter(f"{value!r} must not be negative.")
     return float(seconds)
@@ -116,7 +118,7 @@ file_option = click.option(
     "files",
     multiple=True,
     metavar="FILE",
-    help="Only plan the resources of this configuration file. Repeatable.",
+    help="Use only this configuration file, relative to the project folder; repeatable.  [default: every *.dstack.yml under the project folder]",
 )
 refresh_option = click.option(
     "--refresh",
@@ -125,7 +127,7 @@ refresh_option = click.option(
     is_flag=False,
     flag_value=True,
     show_default=True,
-    help="Read the volumes' real state from the providers first.",
+    help="Read the volumes' real state from the providers first; --refresh=false plans from the state alone.",
 )
 replace_option = click.option(
     "--allow-replace", is_flag=True, help="Allow changes that replace a volume, destroying its data."
