@@ -42,5 +42,14 @@ def validate(options: GlobalOptions, files: tuple[str, ...], as_json: bool) -> i
             )
         )
     else:
-        click.echo(f"Valid: {len(project.files)} files, {len(project.volumes)} volumes, {len(project.runs)} runs.")
+        counts = [
+            _count(len(project.files), "file"),
+            _count(len(project.volumes), "volume"),
+            _count(len(project.runs), "run"),
+        ]
+        click.echo(f"Valid: {', '.join(counts)}.")
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
