@@ -100,3 +100,16 @@ def test_empty_folder_says_where_it_looked(project: Path, local_root: Path) -> N
     assert result.exit_code == 0
     assert f"No configuration files and no state in {project}" in result.stdout
     assert "pass -C DIR" in result.stdout
+
+
+@pytest.mark.parametrize(("words", "command"), COMMANDS[1:], ids=[" ".join(w) for w, _ in COMMANDS[1:]])
+def test_command_page_lists_every_option(words: tuple[str, ...], command: click.Command) -> None:
+    page = Path(__file__).resolve().parent.parent / "docs" / "commands" / f"{'-'.join(words)}.md"
+
+    assert page.is_file(), f"{page} is missing"
+    text = page.read_text()
+    assert text.startswith(f"# volplan {' '.join(words)}\n")
+    for parameter in command.params:
+        if isinstance(parameter, click.Option) and parameter.name != "help":
+            long_names = [name for name in parameter.opts if name.startswith("--")]
+            assert any(f"`{name}" in text for name in long_names), f"{page.name} does not describe {parameter.opts}"

@@ -146,11 +146,11 @@ def test_live_region_shows_waits() -> None:
         progress.step_started(detaching)
         progress.step_waiting(detaching, "detaching from run.train.node[0] (up to 5m, the run's stop_duration)")
         progress.refresh()
-        shown = buffer.getvalue()
+        rendered = buffer.getvalue()
         progress.step_finished(StepResult(detaching, StepStatus.SUCCEEDED, elapsed=12.0))
 
-    assert "volume.old: detaching from run.train.node[0] (up to 5m, the run's stop_duration) [" in shown
-    assert "Applying: 0 done, 1 in progress" in shown
+    assert "volume.old: detaching from run.train.node[0] (up to 5m, the run's stop_duration) [" in rendered
+    assert "Applying: 0 done, 1 in progress" in rendered
     assert "volume.old: " in buffer.getvalue()
     assert "Destruction complete after 12s" in buffer.getvalue()
 

@@ -41,7 +41,7 @@ _ROLE_STYLES: dict[str, dict[str, Any]] = {
 
 
 def color_enabled(options: GlobalOptions, stream: TextIO | None = None) -> bool:
-    """Whether to colour `stream` (default stdout): off with --no-color, NO_COLOR or a non-terminal."""
+    """Return True when `stream` (default stdout) gets colour: not with --no-color, NO_COLOR or a non-terminal."""
     return wants_color(options.color, stream or sys.stdout)
 
 

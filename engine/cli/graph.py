@@ -93,7 +93,7 @@ def _count(number: int, singular: str, plural: str | None = None) -> str:
 
 
 def ordered_nodes(plan: Plan, graph: nx.DiGraph) -> list[Change]:
-    """The graph's changes in the plan's execution order, so the text is stable."""
+    """List the graph's changes in the plan's execution order, so the text is stable."""
     return [change for change in plan.actionable if change.address in graph]
 
 

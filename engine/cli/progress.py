@@ -26,7 +26,7 @@ from engine.cli.common import GlobalOptions, color_enabled
 from engine.errors import VolplanError
 from engine.executor import Events, StepResult, StepStatus
 
-# What a step is doing while it runs, and what it reports when it is done.
+# Per action, the verb shown while a step runs and the phrase shown when it ends.
 _VERBS = {
     Action.CREATE: ("Creating", "Creation complete"),
     Action.REGISTER: ("Registering", "Registration complete"),
@@ -66,7 +66,7 @@ class _Running:
 
 
 class ApplyProgress(Events):
-    """Prints apply progress; use it as a context manager around the apply.
+    """Apply progress output, used as a context manager around the apply.
 
     The executor calls the Events methods from its worker threads, so every method takes the lock
     before it touches the steps in flight.
@@ -179,7 +179,7 @@ class ApplyProgress(Events):
             self.console.print(line.rstrip(), soft_wrap=True)
 
     def summary_table(self) -> Table:
-        """One row per action: how many steps succeeded, failed and were skipped, and the slowest."""
+        """Build the summary: per action, the steps that succeeded, failed and were skipped, and the slowest."""
         table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
         for name in ("ACTION", "SUCCEEDED", "FAILED", "SKIPPED", "SLOWEST"):
             table.add_column(name, justify="right" if name in ("SUCCEEDED", "FAILED", "SKIPPED") else "left")
@@ -201,7 +201,7 @@ class ApplyProgress(Events):
         return table
 
     def _status(self) -> RenderableType:
-        """The live region: the steps in flight, then a spinner with the counts so far."""
+        """Render the live region: the steps in flight, then a spinner with the counts so far."""
         now = time.monotonic()
         with self._lock:
             running = sorted(self._running.values(), key=lambda r: r.started)
@@ -229,7 +229,7 @@ class ApplyProgress(Events):
         return Text(f"  {step.change.address}: {_VERBS[step.change.action][0]}... [{elapsed}]", style="dim")
 
     def _still_running(self) -> None:
-        """Plain output: every `still_every` seconds, a line for each step still running."""
+        """Print a line for each step still running, every `still_every` seconds (plain output only)."""
         while not self._closing.wait(min(1.0, self.still_every)):
             now = time.monotonic()
             due: list[tuple[_Running, float]] = []

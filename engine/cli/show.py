@@ -1,8 +1,8 @@
 """show: print the state, or a state file given by path, for people or as JSON.
 
-A FILE argument is read by `read_shown_file`. A state file is shown as state. Any other file
-goes to `read_saved_plan`, the one place to connect to saved plans once `plan -out` writes them;
-a plan is then printed like `volplan plan` prints it (human or JSON).
+A FILE argument is read by `read_shown_file`, and a state file is shown as state. Any other file
+goes to `read_saved_plan`, which is the one place to connect to saved plans once `plan -out`
+writes them. A plan is then printed as `volplan plan` prints it, for people or as JSON.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def show(options: GlobalOptions, file: Path | None, as_json: bool) -> int:
         state = store.read()
         origin = store.path
     else:
-        shown = read_shown_file(options.directory / file)
-        if isinstance(shown, Plan):
-            output.echo(render_json(shown) if as_json else render_human(shown, output.paint))
+        document = read_shown_file(options.directory / file)
+        if isinstance(document, Plan):
+            output.echo(render_json(document) if as_json else render_human(document, output.paint))
             return 0
-        state, origin = shown, file
+        state, origin = document, file
 
     if as_json:
         output.echo(json.dumps(state.to_json() if state else None, indent=2, sort_keys=True))
@@ -76,8 +76,8 @@ def read_shown_file(path: Path) -> State | Plan:
 
 
 def read_saved_plan(path: Path) -> Plan:
-    # TODO: read the plan with the saved-plan module once `plan -out` writes plan files; until
-    # then every file that is not a state file is rejected here.
+    # TODO: read the plan with the saved-plan module once `plan -out` writes plan files. Until
+    # then, every file that is not a state file is rejected here.
     raise UsageError(
         "Not a state file",
         f"{path} is not a volplan state file, and this volplan does not write saved plans. "
