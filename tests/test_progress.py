@@ -203,3 +203,16 @@ def test_elapsed_format() -> None:
     assert format_elapsed(9.94) == "9.9s"
     assert format_elapsed(12.4) == "12s"
     assert format_elapsed(185) == "3m05s"
+
+
+def test_elapsed_counts_only_the_steps() -> None:
+    progress, _ = terminal_progress()
+    assert progress.elapsed == 0.0
+
+    with progress:
+        time.sleep(0.5)  # planning and approval happen before the first step
+        progress.step_started(change("volume.a"))
+        progress.step_finished(StepResult(change("volume.a"), StepStatus.SUCCEEDED, elapsed=0.0))
+    time.sleep(0.5)
+
+    assert progress.elapsed < 0.5

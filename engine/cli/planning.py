@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -280,7 +279,6 @@ def _run_apply(
         if stale is not None:
             output.echo(f"Note: the previous holder of the state lock died ({stale.describe()}); continuing.", err=True)  # type: ignore[attr-defined]
 
-    started = time.monotonic()
     with _interrupts(stop, received, output), progress:
         outcome = apply(
             workspace,
@@ -294,7 +292,7 @@ def _run_apply(
             stop=stop,
             on_lock=on_lock,
         )
-    return _finish(outcome, output, received, time.monotonic() - started, dstack_style)
+    return _finish(outcome, output, received, progress.elapsed, dstack_style)
 
 
 def _require_terminal(allow_input: bool, command: str) -> None:

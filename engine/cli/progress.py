@@ -81,6 +81,7 @@ class ApplyProgress(Events):
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._started: float | None = None
+        self._ended: float | None = None
         self._display: Live | None = None
         self._ticker: threading.Thread | None = None
         self._closing = threading.Event()
@@ -107,6 +108,16 @@ class ApplyProgress(Events):
     def expect(self, count: int) -> None:
         """Set how many steps the apply will run, for the live status line."""
         self.expected = count
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the first step's start to the end of the apply; 0 when no step ran.
+
+        The time spent planning and waiting for approval is not counted.
+        """
+        if self._started is None:
+            return 0.0
+        return (self._ended or time.monotonic()) - self._started
 
     def __enter__(self) -> ApplyProgress:
         return self
@@ -267,6 +278,8 @@ class ApplyProgress(Events):
             self._display.refresh()
 
     def _stop(self) -> None:
+        if self._started is not None and self._ended is None:
+            self._ended = time.monotonic()
         self._closing.set()
         if self._display is not None:
             self._display.stop()
