@@ -37,6 +37,8 @@ _VERBS = {
 }
 # Live lines for steps in flight; the rest are counted in one "and N more" line.
 _MAX_LIVE_STEPS = 8
+# How often the live mode prints the step lines that have waited since the last flush.
+_FLUSH_SECONDS = 0.1
 # Wide enough that a summary table in a log is never wrapped.
 _PLAIN_WIDTH = 200
 
@@ -85,6 +87,11 @@ class ApplyProgress(Events):
         self._display: Live | None = None
         self._ticker: threading.Thread | None = None
         self._closing = threading.Event()
+        # Live mode: step lines wait here and are printed together at each flush, because every
+        # print redraws the live region, and one redraw per line slows a large apply.
+        self._pending: list[Text] = []
+        # One spinner for the whole apply: its frame follows the time since it was made.
+        self._spinner = Spinner("dots")
 
     @classmethod
     def for_options(cls, options: GlobalOptions) -> ApplyProgress:
@@ -176,8 +183,22 @@ class ApplyProgress(Events):
         return line
 
     def _print(self, line: Text) -> None:
+        if self._display is not None:
+            with self._lock:
+                self._pending.append(line)
+            return
         # Step lines are never wrapped: a log reader searches them whole.
         self.console.print(line, soft_wrap=True)
+
+    def _flush(self) -> None:
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if lines:
+            self.console.print(Group(*lines), soft_wrap=True)
+
+    def _flush_regularly(self) -> None:
+        while not self._closing.wait(_FLUSH_SECONDS):
+            self._flush()
 
     def _print_table(self, table: Table) -> None:
         if self.live:
@@ -229,7 +250,8 @@ class ApplyProgress(Events):
         if failed:
             counts += f", {failed} failed"
         counts += f" [{format_elapsed(now - (self._started or now))}]"
-        lines.append(Spinner("dots", text=Text(counts, style="bold")))
+        self._spinner.update(text=Text(counts, style="bold"))
+        lines.append(self._spinner)
         return Group(*lines)
 
     @staticmethod
@@ -268,6 +290,8 @@ class ApplyProgress(Events):
                 redirect_stderr=True,
             )
             self._display.start(refresh=True)
+            self._ticker = threading.Thread(target=self._flush_regularly, name="volplan-progress", daemon=True)
+            self._ticker.start()
         else:
             self._ticker = threading.Thread(target=self._still_running, name="volplan-progress", daemon=True)
             self._ticker.start()
@@ -281,12 +305,14 @@ class ApplyProgress(Events):
         if self._started is not None and self._ended is None:
             self._ended = time.monotonic()
         self._closing.set()
-        if self._display is not None:
-            self._display.stop()
-            self._display = None
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join()
             self._ticker = None
+        if self._display is not None:
+            self._flush()
+            self._display.stop()
+            self._display = None
+            self._flush()  # a line queued during the stop
 
 
 def _count(value: int, style: str) -> Text:
