@@ -31,8 +31,8 @@ _HEADER_FIELDS = ("address", "kind", "name")
 def show(options: GlobalOptions, file: Path | None, as_json: bool) -> int:
     """Print what the state records, without calling a provider.
 
-    With no FILE, shows the project's state (see --state); with FILE, a path relative to the project
-    folder, shows that state file.
+    With no FILE, shows the project's state (see --state). With FILE, a path relative to the
+    project folder, shows that state file.
 
     \b
     Example:
