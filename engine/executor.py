@@ -84,6 +84,13 @@ class Events:
 
     def warning(self, message: str) -> None:
         """Something people must know about a step that succeeded, such as a forced detach."""
+        pass
+
+    def step_waiting(self, change: Change, message: str) -> None:
+        """Report that a started step is waiting, such as "detaching (up to 5m, the run's stop_duration)".
+
+        A step may call this several times to update the message; its step_finished ends the wait.
+        """
 
 
 def execute(

@@ -104,6 +104,11 @@ def make_plan(source: PlanInput) -> Plan:
         serial=source.prior.serial if source.prior else None,
     )
     plan.notes.extend(source.provider_header)
+    if not source.project.files and not prior:
+        plan.notes.append(
+            f"No configuration files and no state in {source.project.root}: volplan reads the *.dstack.yml files "
+            "under the project folder. Run it in your project folder, or pass -C DIR."
+        )
     errors: list[str] = []
     volumes = desired_volumes(source.project, prior, errors)
 

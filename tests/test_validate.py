@@ -97,7 +97,7 @@ def test_validate_touches_no_state(project: Path, local_root: Path) -> None:
     result = run(project, "validate")
 
     assert result.exit_code == 0
-    assert "Valid: 1 files, 1 volumes, 0 runs." in result.stdout
+    assert "Valid: 1 file, 1 volume, 0 runs." in result.stdout
     assert not (project / "volplan.state.json").exists()
     assert not local_root.exists()
 

@@ -15,14 +15,19 @@ import click
 
 from engine import __version__
 from engine.argv import normalise
-from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text
+from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text, wants_color
 from engine.cli.drift import drift, refresh
+from engine.cli.graph import graph
 from engine.cli.locks import force_unlock
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
 from engine.cli.runs import start, stop
+from engine.cli.show import show
 from engine.cli.validate import validate
 from engine.cli.volume import volume
 from engine.errors import VolplanError
+
+# Longer than any command's first sentence, so the command list never cuts one.
+_SHORT_HELP_LIMIT = 200
 
 
 class VolplanGroup(click.Group):
@@ -31,24 +36,36 @@ class VolplanGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, normalise(args))
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List each command with its whole first sentence; click would cut it to the line's width."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=_SHORT_HELP_LIMIT)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> NoReturn:  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        errors = _error_output(list(args) if args is not None else sys.argv[1:])
         try:
             result = super().main(args=args, prog_name=prog_name or "volplan", standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.UsageError as error:
             hint = f" Run '{error.ctx.command_path} --help' for the options." if error.ctx else ""
-            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            errors.echo(errors.paint("Error: ", "error") + f"{error.format_message()}{hint}", err=True)
             sys.exit(1)
         except click.Abort:
             click.echo("\nAborted: nothing was changed.", err=True)
             sys.exit(1)
         except click.ClickException as error:
-            click.echo(f"Error: {error.format_message()}", err=True)
+            errors.echo(errors.paint("Error: ", "error") + error.format_message(), err=True)
             sys.exit(1)
         except VolplanError as error:
-            click.echo(error_text(error, Output(color=False)), err=True)
+            errors.echo(error_text(error, errors), err=True)
             sys.exit(getattr(error, "exit_code", 1))
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
@@ -57,6 +74,12 @@ class VolplanGroup(click.Group):
             _report_bug()
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _error_output(args: list[str]) -> Output:
+    """Colour for errors on stderr, decided before click parses anything, since parsing may fail."""
+    before_double_dash = args[: args.index("--")] if "--" in args else args
+    return Output(wants_color("--no-color" not in before_double_dash, sys.stderr))
 
 
 def _report_bug() -> None:
@@ -71,26 +94,41 @@ def _report_bug() -> None:
     )
 
 
-@click.group(cls=VolplanGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=VolplanGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    epilog=(
+        "Run 'volplan COMMAND --help' for a command's options. Shell completion: "
+        'eval "$(_VOLPLAN_COMPLETE=bash_source volplan)" in ~/.bashrc (zsh_source and fish_source for other shells). '
+        "Exit codes: 0 success, 1 error, 2 changes (plan --detailed-exitcode)."
+    ),
+)
 @click.option(
     "-C",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
     default=None,
-    help="Project folder to work in (default: the current folder).",
+    help="Project folder to work in; FILE arguments are relative to it.  [default: the current folder]",
 )
 @click.option(
-    "--state", "state", metavar="PATH", default=None, help=f"State file (default: {STATE_FILE} in the project folder)."
+    "--state", "state", metavar="PATH", default=None, help=f"State file.  [default: {STATE_FILE} in the project folder]"
 )
 @click.option(
     "--provider",
     "providers",
     metavar="BACKEND=KIND",
     multiple=True,
-    help="Provider for a backend, such as aws=aws or aws=local (default: local). Repeatable.",
+    help="Provider for a backend, such as aws=aws or aws=local; repeatable.  [default: local for every backend]",
 )
-@click.option("--no-color", is_flag=True, help="Print without colour (also: NO_COLOR=1).")
-@click.option("-v", "--verbose", count=True, help="Log what volplan does to stderr (-vv for debug detail).")
+@click.option(
+    "--no-color",
+    is_flag=True,
+    help="Print without colour or a live progress region (also: NO_COLOR=1; automatic when output is not a terminal).",
+)
+@click.option(
+    "-v", "--verbose", count=True, show_default=False, help="Log what volplan does to stderr (-vv for debug detail)."
+)
 @click.version_option(__version__, "--version", prog_name="volplan")
 @click.pass_context
 def cli(
@@ -112,7 +150,21 @@ def cli(
     ctx.obj = GlobalOptions(directory or Path.cwd(), state, list(providers), not no_color)
 
 
-for command in (plan, apply_command, destroy, delete, validate, volume, drift, refresh, force_unlock, stop, start):
+for command in (
+    plan,
+    apply_command,
+    destroy,
+    delete,
+    validate,
+    volume,
+    drift,
+    refresh,
+    force_unlock,
+    stop,
+    start,
+    graph,
+    show,
+):
     cli.add_command(command)
 
 

@@ -7,7 +7,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -40,8 +40,14 @@ _ROLE_STYLES: dict[str, dict[str, Any]] = {
 }
 
 
-def color_enabled(options: GlobalOptions) -> bool:
-    return options.color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+def color_enabled(options: GlobalOptions, stream: TextIO | None = None) -> bool:
+    """Return True when `stream` (default stdout) gets colour: not with --no-color, NO_COLOR or a non-terminal."""
+    return wants_color(options.color, stream or sys.stdout)
+
+
+def wants_color(flag: bool, stream: TextIO) -> bool:
+    # NO_COLOR counts only when set to a non-empty value (https://no-color.org).
+    return flag and not os.environ.get("NO_COLOR") and stream.isatty()
 
 
 class Output:
@@ -72,8 +78,10 @@ def parse_duration_option(ctx: click.Context, param: click.Parameter, value: str
         return 0.0
     try:
         seconds = parse_duration(value, allow_off=False)
-    except UnitError as error:
-        raise click.BadParameter(f"{value!r} {error.problem}. {error.fix}") from None
+    except UnitError:
+        raise click.BadParameter(
+            f"{value!r} is not a duration. Write one number and one unit (90s, 5m, 1h, 2d, 1w) or bare seconds."
+        ) from None
     if seconds is None or seconds < 0:
         raise click.BadParameter(f"{value!r} must not be negative.")
     return float(seconds)
@@ -110,7 +118,7 @@ file_option = click.option(
     "files",
     multiple=True,
     metavar="FILE",
-    help="Only plan the resources of this configuration file. Repeatable.",
+    help="Use only this configuration file, relative to the project folder; repeatable.  [default: every *.dstack.yml under the project folder]",
 )
 refresh_option = click.option(
     "--refresh",
@@ -119,7 +127,7 @@ refresh_option = click.option(
     is_flag=False,
     flag_value=True,
     show_default=True,
-    help="Read the volumes' real state from the providers first.",
+    help="Read the volumes' real state from the providers first; --refresh=false plans from the state alone.",
 )
 replace_option = click.option(
     "--allow-replace", is_flag=True, help="Allow changes that replace a volume, destroying its data."

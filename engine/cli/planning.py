@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from engine.actions import Action, Change
 from engine.cli.common import (
     GlobalOptions,
     Output,
@@ -29,16 +27,16 @@ from engine.cli.common import (
     replace_option,
     require_terminal,
 )
+from engine.cli.progress import ApplyProgress, describe_failure
 from engine.cli.prompts import ask
 from engine.cli.tables import render_table, volume_rows
-from engine.errors import UsageError, VolplanError
-from engine.executor import Events, StepResult, StepStatus
+from engine.errors import UsageError
+from engine.executor import StepResult, StepStatus
 from engine.overrides import in_scope, override_name, select_name
 from engine.planfile import SavedPlan, read_plan_file, write_plan_file
 from engine.project import Project
 from engine.render import (
     applied_counts,
-    progress_words,
     render_human,
     render_json,
 )
@@ -277,45 +275,6 @@ def _run_destroy(options: GlobalOptions, files: tuple[str, ...], name: str | Non
     return run_apply(options, project, "destroy", flags, dstack_style=bool(files), destroy=True)
 
 
-class _Progress(Events):
-    """Terraform-style lines as steps start and end."""
-
-    _VERBS = {
-        Action.CREATE: ("Creating...", "Creation complete"),
-        Action.REGISTER: ("Registering...", "Registration complete"),
-        Action.UPDATE: ("Modifying...", "Modifications complete"),
-        Action.REPLACE: ("Replacing...", "Replacement complete"),
-        Action.DELETE: ("Destroying...", "Destruction complete"),
-        Action.DEREGISTER: ("Deregistering...", "Deregistration complete"),
-    }
-
-    def __init__(self, output: Output) -> None:
-        self.output = output
-
-    def step_started(self, change: Change) -> None:
-        self.output.echo(f"{change.address}: {progress_words(change, self._VERBS[change.action])[0]}")
-
-    def warning(self, message: str) -> None:
-        self.output.echo(self.output.paint("Warning: ", "warning") + message, err=True)
-
-    def step_finished(self, result: StepResult) -> None:
-        change = result.change
-        if result.status is StepStatus.SUCCEEDED:
-            suffix = f" [id={result.resource_id}]" if result.resource_id else ""
-            done = progress_words(change, self._VERBS[change.action])[1]
-            self.output.echo(f"{change.address}: {done} after {result.elapsed:.0f}s{suffix}")
-        elif result.status is StepStatus.FAILED:
-            self.output.echo(self.output.paint(f"{change.address}: failed: {_describe_failure(result.error)}", "error"))
-        elif result.status is StepStatus.SKIPPED:
-            self.output.echo(f"{change.address}: skipped because {result.skipped_because} failed")
-
-
-def _describe_failure(error: BaseException | None) -> str:
-    if isinstance(error, VolplanError):
-        return f"{error.title}: {error.detail}" if error.detail else error.title
-    return f"internal error ({type(error).__name__}); run with -vv for the traceback"
-
-
 @contextmanager
 def _interrupts(stop: threading.Event, received: list[int], output: Output) -> Iterator[None]:
     """First SIGINT or SIGTERM: start no new steps. A second SIGINT abandons the steps in flight."""
@@ -356,17 +315,18 @@ def run_apply(
     dstack_style = bool(project.selected_files) if dstack_style is None else dstack_style
     stop = threading.Event()
     received: list[int] = []
+    progress = ApplyProgress.for_options(options)
 
     def confirm(prepared: Prepared) -> bool:
         output.echo(render_human(prepared.plan, output.paint, prepared.drift))
         output.echo()
+        progress.expect(len(prepared.plan.actionable))
         if flags.auto_approve:
             return True
         require_terminal(flags.allow_input, command)
         return ask(prepared.plan, output, dstack_style, command)
 
-    started = time.monotonic()
-    with _interrupts(stop, received, output):
+    with _interrupts(stop, received, output), progress:
         outcome = apply(
             workspace,
             project,
@@ -375,11 +335,11 @@ def run_apply(
             lock_timeout=flags.lock_timeout,
             parallelism=flags.parallelism,
             confirm=confirm,
-            events=_Progress(output),
+            events=progress,
             stop=stop,
             on_lock=_lock_note(output),
         )
-    code = _finish(outcome, output, received, time.monotonic() - started, dstack_style)
+    code = _finish(outcome, output, received, progress.elapsed, dstack_style)
     if show_table and code == 0:
         output.echo()
         output.echo(render_table(volume_rows(workspace, lambda record: in_scope(project, record))))
@@ -394,19 +354,20 @@ def _run_saved(options: GlobalOptions, path: Path, flags: ApplyFlags) -> int:
     stop = threading.Event()
     received: list[int] = []
 
-    started = time.monotonic()
-    with _interrupts(stop, received, output):
+    progress = ApplyProgress.for_options(options)
+    progress.expect(len(saved.plan.actionable))
+    with _interrupts(stop, received, output), progress:
         outcome = apply_saved(
             workspace,
             saved,
             command="volplan apply",
             lock_timeout=flags.lock_timeout,
             parallelism=flags.parallelism,
-            events=_Progress(output),
+            events=progress,
             stop=stop,
             on_lock=_lock_note(output),
         )
-    return _finish(outcome, output, received, time.monotonic() - started, dstack_style=False)
+    return _finish(outcome, output, received, progress.elapsed, dstack_style=False)
 
 
 def _lock_note(output: Output) -> Callable[[object], None]:
@@ -443,7 +404,7 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
             + f" {len(succeeded)} succeeded, {len(failed)} failed, {len(skipped)} skipped or not started."
         )
         for result in failed:
-            output.echo(f"  failed:  {result.change.address}: {_describe_failure(result.error)}")
+            output.echo(f"  failed:  {result.change.address}: {describe_failure(result.error)}")
         for result in skipped:
             why = f"depends on {result.skipped_because}" if result.skipped_because else "not started"
             output.echo(f"  skipped: {result.change.address} ({why})")

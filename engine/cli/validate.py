@@ -39,7 +39,12 @@ def validate(options: GlobalOptions, files: tuple[str, ...], as_json: bool) -> i
     if as_json:
         click.echo(json.dumps(_project_json(project), indent=2))
     else:
-        click.echo(f"Valid: {len(project.files)} files, {len(project.volumes)} volumes, {len(project.runs)} runs.")
+        counts = [
+            _count(len(project.files), "file"),
+            _count(len(project.volumes), "volume"),
+            _count(len(project.runs), "run"),
+        ]
+        click.echo(f"Valid: {', '.join(counts)}.")
     return 0
 
 
@@ -83,3 +88,7 @@ def _mount_json(node_address: str, mount: RenderedMount) -> dict[str, Any]:
     else:
         entry["volume_names"] = list(mount.volume_names)
     return entry
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
