@@ -16,7 +16,7 @@ from engine.actions import Action, Change, Record
 from engine.planner import STATE_ONLY_FIELDS
 from providers.base import VolumeFacts, VolumeSpec
 from providers.registry import ProviderSet
-from state.journal import Journal
+from state.journal import Intent, Journal
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,19 @@ class StepRunner:
         with self._lock:
             self.results.append((address, record))
             self._latest[address] = record
+
+    def adopt(self, intent: Intent, facts: VolumeFacts) -> None:
+        """Record the volume that a create which raised made after all, found by its token."""
+        assert intent.record is not None
+        record = record_from_facts(intent.record, facts)
+        with self._lock:
+            self.results.append((intent.address, record))
+            self._latest[intent.address] = record
+        try:
+            self.journal.done(intent.seq, intent.address, record)
+        except OSError as error:
+            # The result is in `results`, so the state written next still holds it.
+            log.warning("could not journal the adopted volume %s of %s: %s", facts.id, intent.address, error)
 
     def _create(self, change: Change) -> None:
         after = change.after

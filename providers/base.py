@@ -84,3 +84,15 @@ class Provider(ABC):
     @abstractmethod
     def find_volumes_by_token(self, tokens: Iterable[str]) -> dict[str, VolumeFacts]:
         """Find volumes made by interrupted creates, by their idempotency tokens."""
+
+    def find_leftovers(self) -> list[str]:
+        """Describe what interrupted calls left behind outside any volume, changing nothing.
+
+        Providers whose calls leave nothing behind (the cloud finishes or undoes them) keep the
+        default, which finds nothing.
+        """
+        return []
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove what interrupted calls left behind outside any volume; describe each removal."""
+        return []

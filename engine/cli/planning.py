@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -31,7 +34,7 @@ from engine.executor import Events, StepResult, StepStatus
 from engine.project import Project
 from engine.render import destroyed_data, render_human, render_json
 from engine.units import format_size
-from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, prepare
+from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, plan_only
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -60,9 +63,12 @@ def plan(
     """
     project = load(options, files)
     workspace = make_workspace(options, project)
-    prepared = prepare(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
+    prepared = plan_only(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
     output = Output(color_enabled(options) and not as_json)
 
+    if prepared.recovered:
+        # stdout carries only the JSON document with --json, so the report goes to stderr there.
+        output.echo(_recovery_text(prepared.recovered, saved=False), err=as_json)
     if as_json:
         output.echo(render_json(prepared.plan))
     else:
@@ -257,25 +263,70 @@ def _describe_failure(error: BaseException | None) -> str:
     return f"internal error ({type(error).__name__}); run with -vv for the traceback"
 
 
-@contextmanager
-def _interrupts(stop: threading.Event, received: list[int], output: Output) -> Iterator[None]:
-    """First SIGINT or SIGTERM: start no new steps. A second SIGINT abandons the steps in flight."""
+def _recovery_text(recovered: list[str], *, saved: bool) -> str:
+    if saved:
+        heading = "Recovered from an interrupted apply (saved before any new change):"
+    else:
+        heading = "An interrupted apply left work behind; this plan includes it (plan writes nothing, apply saves it):"
+    return "\n".join([heading, *(f"  - {line}" for line in recovered)]) + "\n"
 
-    def handle(number: int, frame: FrameType | None) -> None:
-        if received and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        received.append(number)
-        stop.set()
-        output.echo(
-            f"\n{signal.Signals(number).name} received: finishing the steps in flight, starting no new ones. "
-            "Press Ctrl-C again to abandon them (the journal keeps what they did).",
-            err=True,
+
+class _StoppedBeforeSteps(BaseException):
+    """A signal arrived before any step started, so there is nothing to finish."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(signal.Signals(number).name)
+        self.number = number
+
+
+@dataclass
+class _Interrupts:
+    """Signals received during an apply, and whether its steps have started."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    received: list[int] = field(default_factory=list)
+    executing: bool = False
+
+    def handle(self, number: int, frame: FrameType | None) -> None:
+        """First SIGINT or SIGTERM: start no new steps. A second one abandons the steps in flight.
+
+        The handler runs in the main thread, which may hold the output lock, so it writes to
+        the file descriptor directly.
+        """
+        name = signal.Signals(number).name
+        if not self.executing:
+            raise _StoppedBeforeSteps(number)
+        if self.received:
+            _write_stderr(
+                f"\n{name} received again: abandoning the steps in flight. The journal records them; "
+                "the next plan or apply recovers them.\n"
+            )
+            os._exit(_exit_code(number))
+        self.received.append(number)
+        self.stop.set()
+        _write_stderr(
+            f"\n{name} received: finishing the steps in flight, starting no new ones. "
+            "Press Ctrl-C again to abandon them (the journal keeps what they did).\n"
         )
 
+
+def _write_stderr(text: str) -> None:
+    # RuntimeError: the main thread was writing to stdout; its partial line is lost, the journal is not.
+    with contextlib.suppress(OSError, RuntimeError):
+        sys.stdout.flush()
+    os.write(sys.stderr.fileno(), text.encode())
+
+
+def _exit_code(number: int) -> int:
+    return EXIT_SIGTERM if number == signal.SIGTERM else EXIT_SIGINT
+
+
+@contextmanager
+def _handling(interrupts: _Interrupts) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, interrupts.handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -297,36 +348,46 @@ def _run_apply(
     workspace = make_workspace(options, project)
     output = Output(color_enabled(options))
     dstack_style = bool(project.selected_files) if dstack_style is None else dstack_style
-    stop = threading.Event()
-    received: list[int] = []
+    interrupts = _Interrupts()
+
+    def report_recovery(prepared: Prepared) -> None:
+        if prepared.recovered:
+            output.echo(_recovery_text(prepared.recovered, saved=True))
 
     def confirm(prepared: Prepared) -> bool:
         output.echo(render_human(prepared.plan, output.paint))
         output.echo()
-        if auto_approve:
-            return True
-        _require_terminal(allow_input, command)
-        return _ask(prepared, output, dstack_style, command)
+        if not auto_approve:
+            _require_terminal(allow_input, command)
+            if not _ask(prepared, output, dstack_style, command):
+                return False
+        interrupts.executing = True
+        return True
 
     def on_lock(stale: object) -> None:
         if stale is not None:
             output.echo(f"Note: the previous holder of the state lock died ({stale.describe()}); continuing.", err=True)  # type: ignore[attr-defined]
 
     started = time.monotonic()
-    with _interrupts(stop, received, output):
-        outcome = apply(
-            workspace,
-            project,
-            plan_options,
-            command=f"volplan {command}",
-            lock_timeout=lock_timeout,
-            parallelism=parallelism,
-            confirm=confirm,
-            events=_Progress(output),
-            stop=stop,
-            on_lock=on_lock,
-        )
-    return _finish(outcome, output, received, time.monotonic() - started, dstack_style)
+    try:
+        with _handling(interrupts):
+            outcome = apply(
+                workspace,
+                project,
+                plan_options,
+                command=f"volplan {command}",
+                lock_timeout=lock_timeout,
+                parallelism=parallelism,
+                confirm=confirm,
+                events=_Progress(output),
+                stop=interrupts.stop,
+                on_lock=on_lock,
+                on_prepared=report_recovery,
+            )
+    except _StoppedBeforeSteps as stopped:
+        output.echo(f"\n{stopped}: stopped before any step started; no volume was changed.", err=True)
+        return _exit_code(stopped.number)
+    return _finish(outcome, output, interrupts.received, time.monotonic() - started, dstack_style)
 
 
 def _require_terminal(allow_input: bool, command: str) -> None:
@@ -395,8 +456,7 @@ def summary_line_text(changes: list[Change]) -> str:
 def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed: float, dstack_style: bool) -> int:
     plan = outcome.prepared.plan
     if not plan.actionable:
-        if not outcome.prepared.recovered:
-            output.echo(render_human(plan, output.paint))
+        output.echo(render_human(plan, output.paint))
         output.echo("\nApply complete: nothing to change.")
         return 0
     if outcome.cancelled:
@@ -410,7 +470,18 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
     skipped = report.with_status(StepStatus.SKIPPED) + report.with_status(StepStatus.NOT_STARTED)
 
     output.echo()
-    if report.ok:
+    for line in outcome.adopted:
+        output.echo(f"Note: {line}")
+    if received:
+        name = signal.Signals(received[0]).name
+        output.echo(
+            output.paint(f"Apply interrupted by {name}.", "warning")
+            + f" {len(succeeded)} succeeded, {len(failed)} failed, {len(skipped)} not started or skipped."
+        )
+        for result in failed:
+            output.echo(f"  failed:  {result.change.address}: {_describe_failure(result.error)}")
+        output.echo("What succeeded is in the state; run apply again to finish.")
+    elif report.ok:
         output.echo(output.paint("Apply complete!", "create") + " " + _counts_text(succeeded) + f" in {elapsed:.1f}s.")
     else:
         output.echo(
@@ -427,7 +498,7 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
         output.echo("State saved.")
 
     if received:
-        return EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
+        return _exit_code(received[0])
     return 0 if report.ok else 1
 
 

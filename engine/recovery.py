@@ -1,0 +1,114 @@
+"""Recovery from interrupted applies.
+
+A killed apply can leave three things behind: finished steps recorded only in the journal,
+creates whose volume may or may not exist (found again by their idempotency token), and the
+provider's own leftovers (such as the local provider's temporary folders). `plan` reads all
+three and writes nothing; `apply` saves what it recovered before its first step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine.errors import StateError
+from engine.project import Project
+from engine.steps import record_from_facts
+from providers.base import Provider, VolumeFacts
+from providers.registry import ProviderSet
+from state.journal import Intent, JournalContents, fold_results
+from state.model import State
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What a create intent without a result turned out to have made."""
+
+    intent: Intent
+    facts: VolumeFacts | None
+
+
+def recover_journal(state: State | None, journal: JournalContents, providers: ProviderSet) -> tuple[State, list[str]]:
+    """Fold the results of an interrupted apply into the state, and adopt what its pending
+    creates made, found by their idempotency tokens."""
+    if state is None:
+        if journal.lineage is None:
+            raise StateError("Damaged journal", "the journal has no lineage and there is no state file beside it.")
+        state = State(lineage=journal.lineage)
+    elif journal.lineage is not None and journal.lineage != state.lineage:
+        raise StateError(
+            "Journal from another state",
+            f"the journal belongs to lineage {journal.lineage}, the state to {state.lineage}. "
+            "Move the journal away if it came from another project.",
+        )
+
+    state = fold_results(state, journal.results)
+    messages = []
+    if journal.results:
+        messages.append(f"read {len(journal.results)} finished step(s) that only the journal recorded")
+
+    for adoption in find_created(journal.pending, providers):
+        intent = adoption.intent
+        if adoption.facts is None:
+            messages.append(f"{intent.address}: an interrupted create made no volume; it is planned again")
+            continue
+        assert intent.record is not None
+        state.resources[intent.address] = record_from_facts(intent.record, adoption.facts)
+        messages.append(f"{intent.address}: adopted volume {adoption.facts.id}, made by an interrupted create")
+
+    for intent in journal.pending:
+        if intent.action != "create":
+            messages.append(
+                f"{intent.address}: an interrupted {intent.action} of {intent.token}; the refresh checks whether it happened"
+            )
+    return state, messages
+
+
+def find_created(intents: Iterable[Intent], providers: ProviderSet) -> list[Adoption]:
+    """Look up, in one call per provider, the volume each create intent made, if any."""
+    creates = [intent for intent in intents if intent.action == "create" and intent.record]
+    tokens_by_provider: dict[tuple[str, str | None], list[str]] = {}
+    for intent in creates:
+        assert intent.record is not None
+        key = (intent.record["provider"], intent.record.get("backend"))
+        tokens_by_provider.setdefault(key, []).append(intent.token)
+
+    found: dict[str, VolumeFacts] = {}
+    for (kind, backend), tokens in sorted(tokens_by_provider.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+        found.update(providers.by_kind(kind, backend).find_volumes_by_token(tokens))
+    return [Adoption(intent, found.get(intent.token)) for intent in creates]
+
+
+def providers_in_use(state: State | None, project: Project, providers: ProviderSet) -> list[Provider]:
+    """The providers that serve the state's resources or the project's volumes, each once."""
+    pairs: set[tuple[str, str | None]] = {
+        (providers.kind_for(volume.config.backend), volume.config.backend) for volume in project.volumes.values()
+    }
+    if state is not None:
+        pairs |= {
+            (record["provider"], record.get("backend"))
+            for record in state.resources.values()
+            if isinstance(record.get("provider"), str)
+        }
+    chosen: dict[str, Provider] = {}
+    for kind, backend in sorted(pairs, key=lambda pair: (pair[0], pair[1] or "")):
+        if kind not in chosen:
+            chosen[kind] = providers.by_kind(kind, backend)
+    return list(chosen.values())
+
+
+def find_leftovers(providers: Iterable[Provider]) -> list[str]:
+    messages = []
+    for provider in providers:
+        messages.extend(provider.find_leftovers())
+    return [f"{message}; the next apply removes them" for message in messages]
+
+
+def remove_leftovers(providers: Iterable[Provider]) -> list[str]:
+    messages = []
+    for provider in providers:
+        messages.extend(provider.remove_leftovers())
+    return messages
