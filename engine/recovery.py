@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from engine.errors import StateError
+from engine.errors import StateError, VolplanError
 from engine.project import Project
 from engine.steps import record_from_facts
 from providers.base import Provider, VolumeFacts
@@ -108,7 +108,14 @@ def find_leftovers(providers: Iterable[Provider]) -> list[str]:
 
 
 def remove_leftovers(providers: Iterable[Provider]) -> list[str]:
+    """Remove each provider's leftovers; a failure is reported and does not stop the apply."""
     messages = []
     for provider in providers:
-        messages.extend(provider.remove_leftovers())
+        try:
+            messages.extend(provider.remove_leftovers())
+        except (VolplanError, OSError) as error:
+            log.warning("could not remove the leftovers of %s: %s", provider.describe(), error)
+            messages.append(
+                f"could not remove leftovers of {provider.describe()} ({error}); the next apply tries again"
+            )
     return messages
