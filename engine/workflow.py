@@ -75,7 +75,6 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
     recovered: list[str] = []
     if journal is not None and not journal.empty:
         state, recovered = recovery.recover_journal(state, journal, workspace.providers)
-    recovered.extend(recovery.find_leftovers(recovery.providers_in_use(state, project, workspace.providers)))
 
     facts = refresh(state, workspace.providers) if options.refresh and state else {}
     source = PlanInput(
