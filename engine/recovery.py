@@ -1,9 +1,10 @@
 """Recovery from interrupted applies.
 
-A killed apply can leave three things behind: finished steps recorded only in the journal,
-creates whose volume may or may not exist (found again by their idempotency token), and the
-provider's own leftovers (such as the local provider's temporary folders). `plan` reads all
-three and writes nothing; `apply` saves what it recovered before its first step.
+A killed apply can leave three things behind. The journal may record finished steps that the
+state lacks, and creates whose volume may or may not exist (found again by their idempotency
+token). The provider may keep leftovers of its own, such as the local provider's temporary
+folders. `plan` reads all three and writes nothing; `apply` saves what it recovered before its
+first step.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Adoption:
-    """What a create intent without a result turned out to have made."""
+    """The outcome of a create intent without a result: the volume it made, or None."""
 
     intent: Intent
     facts: VolumeFacts | None
@@ -83,7 +84,7 @@ def find_created(intents: Iterable[Intent], providers: ProviderSet) -> list[Adop
 
 
 def providers_in_use(state: State | None, project: Project, providers: ProviderSet) -> list[Provider]:
-    """The providers that serve the state's resources or the project's volumes, each once."""
+    """Return the providers that serve the state's resources or the project's volumes, each once."""
     pairs: set[tuple[str, str | None]] = {
         (providers.kind_for(volume.config.backend), volume.config.backend) for volume in project.volumes.values()
     }

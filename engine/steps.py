@@ -80,7 +80,7 @@ class StepRunner:
         try:
             self.journal.done(intent.seq, intent.address, record)
         except OSError as error:
-            # The result is in `results`, so the state written next still holds it.
+            # The result is in `results`, so the state written next still contains it.
             log.warning("could not journal the adopted volume %s of %s: %s", facts.id, intent.address, error)
 
     def _create(self, change: Change) -> None:

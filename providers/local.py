@@ -253,7 +253,8 @@ class LocalProvider(Provider):
                 continue
             path = Path(entry.path)
             if entry.name.startswith(TRASH_PREFIX):
-                # The volume is already gone; only its files remain, so removing them is always safe.
+                # The volume is already gone and only its files remain, so removing them is safe even while
+                # the deleting process is still removing them too.
                 if remove:
                     shutil.rmtree(path, ignore_errors=True)
                 swept.append(path)
@@ -362,8 +363,10 @@ def _is_same_folder(path: Path, descriptor: int) -> bool:
 
 
 def _sweep_abandoned_staging(path: Path, *, remove: bool) -> bool:
-    """Whether `path` is the temporary folder of a create whose process died; with `remove`,
-    delete it while holding its lock, so that no creator can be filling it."""
+    """Check whether `path` is the temporary folder of a create whose process died.
+
+    With `remove`, delete it while holding its lock, so that no creator can be filling it.
+    """
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except (FileNotFoundError, NotADirectoryError):

@@ -2,7 +2,7 @@
 
 Each round rewrites the configurations, starts `volplan apply` as a real subprocess and sends
 it a signal (SIGKILL by default) at a random moment. After every kill the state must parse and
-every object the provider holds must be accounted for, either by the state with the journal's
+every object the provider has must be accounted for, either by the state with the journal's
 results folded in or by a journal intent's idempotency token. A last apply then runs to the end,
 and the provider must hold exactly what is configured.
 
@@ -96,7 +96,7 @@ class Workload(Protocol):
         """Write this round's configurations; the final round configures everything."""
 
     def check(self, world: World, *, converged: bool) -> list[str]:
-        """Describe every broken invariant; `converged` asks for the strict end-of-run checks."""
+        """Describe every broken invariant; `converged` adds the strict end-of-run checks."""
 
 
 @dataclass
@@ -120,7 +120,7 @@ class VolumeWorkload:
             if not final and rng.random() < self.left_out:
                 path.unlink(missing_ok=True)
                 continue
-            # Sizes only grow, so no round asks for a shrink that volplan would reject.
+            # Sizes only grow, so no round requests a shrink that volplan would reject.
             self.sizes[name] = self.sizes.get(name, 1) + (1 if rng.random() < self.grown else 0)
             path.write_text(
                 f"type: volume\nname: {name}\nbackend: aws\nregion: eu-central-1\nsize: {self.sizes[name]}GB\n"
@@ -257,9 +257,9 @@ def signal_apply(
 ) -> tuple[str, float, bool, int]:
     """Run one apply and signal it at a random moment; return (mode, delay, signalled, exit code).
 
-    Half the rounds count the delay from the start (so kills land in start-up, recovery and
-    planning too); the others count it from the first step's progress line, so more kills land
-    among the provider calls and the final save.
+    Half the rounds count the delay from the start, so that kills also land in start-up,
+    recovery and planning. The others count it from the first step's progress line, so that
+    more kills land among the provider calls and the final save.
     """
     process = start(volplan_command(project, "apply", "-y", "--parallelism", str(parallelism)), local_root, log)
     mode = rng.choice(("from start", "from first step"))
@@ -274,6 +274,18 @@ def signal_apply(
     except subprocess.TimeoutExpired:
         process.send_signal(number)
     return mode, delay, True, process.wait(timeout=60)
+
+
+def _expected_exit_codes(number: signal.Signals | None) -> set[int]:
+    """Exit codes an apply may end with: 0 when it finished first, or what the signal causes.
+
+    volplan exits 130 or 143 once it handles SIGINT or SIGTERM; before its handlers are in
+    place, or after they are removed, the process dies by the signal itself.
+    """
+    if number is None:
+        return {0}
+    handled = {signal.SIGINT: {130}, signal.SIGTERM: {143}}.get(number, set())
+    return {0, -number} | handled
 
 
 def run_crash_rounds(
@@ -302,8 +314,8 @@ def run_crash_rounds(
         world = read_world(project, local_root)
         problems = [problem for workload in workloads for problem in workload.check(world, converged=False)]
         output = log.read_text(errors="replace")
-        if not signalled and exit_code != 0:
-            problems.append(f"apply exited {exit_code} without a signal:\n{output[-2000:]}")
+        if exit_code not in _expected_exit_codes(number if signalled else None):
+            problems.append(f"apply exited {exit_code} (signalled: {signalled}):\n{output[-2000:]}")
         result.rounds.append(RoundResult(index, mode, delay, signalled, exit_code, output, problems))
 
     for workload in workloads:

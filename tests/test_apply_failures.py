@@ -130,11 +130,10 @@ def test_failed_step_exit_code_and_summary(project: Path, local_root: Path) -> N
 
 
 class FailAtCall(Provider):
-    """Wraps the real local provider; provider call number `fail_at` (counted from 1 over every
-    call that reaches the provider) raises, either before the real call runs or after it returns.
+    """Wraps the real local provider and fails provider call number `fail_at`, counted from 1.
 
-    A cloud can fail either way: a rejected request changes nothing, a timeout may hide a call
-    that did its work.
+    The failure comes before the real call runs or after it returns, because a cloud can fail
+    either way. A rejected request changes nothing, but a timeout may hide a call that did its work.
     """
 
     kind = "local"
