@@ -291,6 +291,8 @@ class LocalProvider(Provider):
                 self.root / "index.sqlite", timeout=30, check_same_thread=False, isolation_level=None
             )
             connection.execute("PRAGMA journal_mode=WAL")
+            # NOTE: a killed process cannot damage the index, but a power loss with synchronous=OFF
+            # can. A damaged index then fails every command until index.sqlite is deleted.
             connection.execute("PRAGMA synchronous=OFF")
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, token TEXT, mtime_ns INTEGER, metadata TEXT)"

@@ -103,6 +103,8 @@ def _report(runs: list[CrashRun], arguments: argparse.Namespace, number: signal.
         "exit codes of signalled applies: "
         + ", ".join(f"{code}: {sum(1 for r in signalled if r.exit_code == code)}" for code in codes)
     )
+    startup = sum(1 for r in signalled if "Fatal Python error: init_" in r.output)
+    print(f"signals that landed while the interpreter started, before volplan ran: {startup}")
     print(f"applies that began by recovering an earlier one: {recovering} of {len(outputs)}")
     for label, text in _RECOVERY_LINES.items():
         print(f"{label}: {sum(run.count_in_outputs(text) for run in runs)}")

@@ -36,6 +36,9 @@ STATE_FILE = "volplan.state.json"
 # Files a killed apply may leave in the project folder besides the configurations.
 _PROJECT_FILES = {STATE_FILE, f"{STATE_FILE}.backup", f"{STATE_FILE}.lock", f"{STATE_FILE}.journal"}
 _STEP_LINE = re.compile(rb": (Creating|Destroying|Modifying)\.\.\.")
+# CPython's own report when SIGINT arrives while it initializes (importing `site`, opening the
+# standard streams). It exits 1 before any volplan code runs, so nothing was touched yet.
+_STARTUP_FAILURE = "Fatal Python error: init_"
 
 
 @dataclass
@@ -314,7 +317,9 @@ def run_crash_rounds(
         world = read_world(project, local_root)
         problems = [problem for workload in workloads for problem in workload.check(world, converged=False)]
         output = log.read_text(errors="replace")
-        if exit_code not in _expected_exit_codes(number if signalled else None):
+        if exit_code not in _expected_exit_codes(number if signalled else None) and not (
+            signalled and _STARTUP_FAILURE in output
+        ):
             problems.append(f"apply exited {exit_code} (signalled: {signalled}):\n{output[-2000:]}")
         result.rounds.append(RoundResult(index, mode, delay, signalled, exit_code, output, problems))
 
