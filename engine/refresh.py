@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.drift import Drift, ProviderFacts, find_drift, refreshed_state
-from engine.workflow import Workspace, recover_journal, refresh, refresh_nodes, settle_upgrade
+from engine.recovery import recover_journal
+from engine.workflow import Workspace, refresh, refresh_nodes, settle_upgrade
 from state.journal import read_journal
 from state.locking import LockInfo
 from state.model import State

@@ -16,10 +16,10 @@ from engine.actions import Action, Change, Record
 from engine.executor import Events, StepOutcome
 from engine.planner import STATE_ONLY_FIELDS
 from engine.run_planner import RUN_KINDS
-from engine.run_steps import RunSteps
-from providers.base import VolumeFacts, VolumeSpec
+from engine.run_steps import RunSteps, node_record_from_facts
+from providers.base import NodeFacts, VolumeFacts, VolumeSpec
 from providers.registry import ProviderSet
-from state.journal import Journal
+from state.journal import Intent, Journal
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,22 @@ class StepRunner:
         with self._lock:
             self.results.append((address, record))
             self._latest[address] = record
+
+    def adopt(self, intent: Intent, facts: VolumeFacts | NodeFacts) -> None:
+        """Record the volume or node that a create which raised made after all, found by its token."""
+        assert intent.record is not None
+        if isinstance(facts, NodeFacts):
+            record = node_record_from_facts(intent.record, facts)
+        else:
+            record = record_from_facts(intent.record, facts)
+        with self._lock:
+            self.results.append((intent.address, record))
+            self._latest[intent.address] = record
+        try:
+            self.journal.done(intent.seq, intent.address, record)
+        except OSError as error:
+            # The result is in `results`, so the state written next still contains it.
+            log.warning("could not journal the adopted resource %s of %s: %s", facts.id, intent.address, error)
 
     def _create(self, change: Change) -> None:
         after = change.after

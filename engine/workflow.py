@@ -14,22 +14,22 @@ from pathlib import Path
 
 import networkx as nx
 
+from engine import recovery
 from engine.actions import Plan, Record
 from engine.drift import Drift, ProviderFacts, find_drift
-from engine.errors import PlanError, StateError, VolplanError
+from engine.errors import PlanError, VolplanError
 from engine.executor import Events, ExecutionReport, execute
 from engine.planfile import SavedPlan, stale_reason
 from engine.planner import PlanInput, build_graph, make_plan
 from engine.project import Project
 from engine.run_planner import RunScope
-from engine.run_steps import node_record_from_facts
-from engine.steps import StepRunner, record_from_facts
+from engine.steps import StepRunner
 from providers.base import Capabilities, NodeFacts, VolumeFacts
 from providers.registry import ProviderSet
-from state.journal import Journal, JournalContents, fold_results, read_journal
+from state.journal import Intent, Journal, JournalContents, fold_results, keep_only_intents, read_journal
 from state.migrations import STATE_VERSION, decide_external
 from state.model import State
-from state.store import LocalStateStore
+from state.store import LocalStateStore, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class Prepared:
     state: State | None
     plan: Plan
     graph: nx.DiGraph
+    # What recovery found: journal results, adopted volumes, provider leftovers. For people.
     recovered: list[str] = field(default_factory=list)
     journal: JournalContents | None = None
     drift: list[Drift] = field(default_factory=list)
@@ -70,6 +71,8 @@ class ApplyOutcome:
     state_written: bool = False
     cancelled: bool = False
     errored_state_path: Path | None = None
+    # Volumes that failed creates made after all, found by their tokens and recorded. For people.
+    adopted: list[str] = field(default_factory=list)
 
 
 def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Prepared:
@@ -78,7 +81,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
     journal = read_journal(workspace.store.journal_path)
     recovered: list[str] = []
     if journal is not None and not journal.empty:
-        state, recovered = recover_journal(state, journal, workspace.providers)
+        state, recovered = recovery.recover_journal(state, journal, workspace.providers)
 
     facts = refresh(state, workspace.providers) if options.refresh and state else {}
     upgrade_notes = settle_upgrade(state, facts) if state else []
@@ -97,7 +100,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         run_scope=options.run_scope,
     )
     plan = make_plan(source)
-    plan.warnings[:0] = recovered + upgrade_notes
+    plan.warnings[:0] = upgrade_notes
     node_presence = {address: found is not None for address, found in node_facts.items()}
     drift = find_drift(state, ProviderFacts(volumes=facts, nodes=node_presence)) if state else []
     return Prepared(state, plan, build_graph(plan), recovered, journal, drift)
@@ -183,62 +186,6 @@ def _first_backend(state: State, addresses: object) -> str | None:
     return None
 
 
-def recover_journal(state: State | None, journal: JournalContents, providers: ProviderSet) -> tuple[State, list[str]]:
-    """Fold the results of an interrupted apply into the state, and adopt what its pending
-    creates made, found by their idempotency tokens."""
-    if state is None:
-        if journal.lineage is None:
-            raise StateError("Damaged journal", "the journal has no lineage and there is no state file beside it.")
-        state = State(lineage=journal.lineage)
-    elif journal.lineage is not None and journal.lineage != state.lineage:
-        raise StateError(
-            "Journal from another state",
-            f"the journal belongs to lineage {journal.lineage}, the state to {state.lineage}. "
-            "Move the journal away if it came from another project.",
-        )
-
-    state = fold_results(state, journal.results)
-    messages = [f"recovered {len(journal.results)} finished steps of an interrupted apply"] if journal.results else []
-    messages.extend(_adopt_pending(state, journal, providers))
-    return state, messages
-
-
-def _adopt_pending(state: State, journal: JournalContents, providers: ProviderSet) -> list[str]:
-    messages = []
-    creates = [intent for intent in journal.pending if intent.action == "create" and intent.record]
-    by_kind: dict[tuple[str, str], list[Record]] = {}
-    for intent in creates:
-        assert intent.record is not None
-        key = (intent.record["provider"], intent.record["kind"])
-        by_kind.setdefault(key, []).append({**intent.record, "token": intent.token})
-    found: dict[str, VolumeFacts | NodeFacts] = {}
-    for (kind, record_kind), records in by_kind.items():
-        provider = providers.by_kind(kind, records[0].get("backend"))
-        tokens = [record["token"] for record in records]
-        if record_kind == "node":
-            found.update(provider.find_nodes_by_token(tokens))
-        else:
-            regions = sorted({record.get("region") for record in records}, key=str)
-            found.update(provider.find_volumes_by_token(tokens, regions))
-
-    for intent in creates:
-        assert intent.record is not None
-        facts = found.get(intent.token)
-        what = intent.record["kind"]
-        if facts is None:
-            messages.append(f"{intent.address}: an interrupted create made no {what}; it will be planned again")
-            continue
-        if isinstance(facts, NodeFacts):
-            state.resources[intent.address] = node_record_from_facts(intent.record, facts)
-        else:
-            state.resources[intent.address] = record_from_facts(intent.record, facts)
-        messages.append(f"{intent.address}: adopted {what} {facts.id}, made by an interrupted create")
-    for intent in journal.pending:
-        if intent.action != "create":
-            messages.append(f"{intent.address}: an interrupted {intent.action} is checked again by this refresh")
-    return messages
-
-
 def _provider_header(project: Project, state: State | None, providers: ProviderSet) -> list[str]:
     backends = {volume.config.backend for volume in project.volumes.values()}
     if state:
@@ -248,6 +195,14 @@ def _provider_header(project: Project, state: State | None, providers: ProviderS
         return []
     local = providers.by_kind("local")
     return [f"No provider configured for {', '.join(embedded)}: served by {local.describe()}."]
+
+
+def plan_only(workspace: Workspace, project: Project, options: PlanOptions) -> Prepared:
+    """Prepare a plan for `volplan plan`: also report provider leftovers, which only apply removes."""
+    prepared = prepare(workspace, project, options)
+    in_use = recovery.providers_in_use(prepared.state, project, workspace.providers)
+    prepared.recovered.extend(recovery.find_leftovers(in_use))
+    return prepared
 
 
 def apply(
@@ -262,14 +217,19 @@ def apply(
     events: Events | None = None,
     stop: threading.Event | None = None,
     on_lock: Callable[[object], None] | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
 ) -> ApplyOutcome:
-    """Plan and, once `confirm` agrees, execute the plan and save the state."""
+    """Plan and, once `confirm` agrees, execute the plan and save the state.
+
+    What recovery found is saved and reported through `on_prepared` before `confirm` is asked.
+    """
     with workspace.store.lock(command, lock_timeout) as stale_holder:
         if on_lock is not None:
             on_lock(stale_holder)
         prepared = prepare(workspace, project, options)
-        if prepared.journal is not None:
-            _persist_recovery(workspace, prepared)
+        _finish_recovery(workspace, project, prepared)
+        if on_prepared is not None:
+            on_prepared(prepared)
         outcome = ApplyOutcome(prepared)
         if not prepared.plan.actionable:
             return outcome
@@ -326,46 +286,143 @@ def execute_plan(
         # The lineage is durable before the first provider call.
         state = State.new()
         state.serial = 1
-        workspace.store.write(state)
+        _write_before_steps(workspace, state)
         outcome.state_written = True
 
-    journal = Journal(workspace.store.journal_path, state.lineage)
+    journal = _open_journal(workspace, state.lineage)
     runner = StepRunner(workspace.providers, journal, state.lineage, events)
     try:
         outcome.report = execute(
             prepared.graph, prepared.plan.actionable, runner, parallelism=parallelism, events=events, stop=stop
         )
+        unresolved = _adopt_failed_creates(workspace, journal, runner, outcome)
     finally:
         journal.close()
     _save(workspace, state, runner.results, outcome)
+    _settle_journal(workspace, state.lineage, unresolved)
     return outcome
+
+
+def _write_before_steps(workspace: Workspace, state: State) -> None:
+    try:
+        workspace.store.write(state)
+    except OSError as error:
+        raise VolplanError(
+            "Failed to save the state",
+            f"writing {workspace.store.path} failed ({error.strerror}) before any change was made. "
+            "Fix the cause (permissions, free space), then run the command again.",
+        ) from None
+
+
+def _open_journal(workspace: Workspace, lineage: str) -> Journal:
+    try:
+        return Journal(workspace.store.journal_path, lineage)
+    except OSError as error:
+        raise VolplanError(
+            "Failed to open the journal",
+            f"opening {workspace.store.journal_path} failed ({error.strerror}) before any change was made. "
+            "Fix the cause (permissions, free space), then run the command again.",
+        ) from None
+
+
+def _adopt_failed_creates(
+    workspace: Workspace, journal: Journal, runner: StepRunner, outcome: ApplyOutcome
+) -> list[Intent]:
+    """Record the volumes that failed creates made after all; return the intents still unknown.
+
+    A create can fail after its volume exists (a timeout, a full disk while writing the journal),
+    so each intent without a result is looked up by its token before the journal goes.
+    """
+    open_intents = journal.open_intents()
+    creates = [intent for intent in open_intents if intent.action == "create"]
+    if not creates:
+        return []
+    try:
+        adoptions = recovery.find_created(creates, workspace.providers)
+    except VolplanError as error:
+        log.warning("could not look up %d failed creates by token: %s", len(creates), error)
+        return creates
+
+    unresolved = []
+    for adoption in adoptions:
+        if adoption.facts is None:
+            unresolved.append(adoption.intent)
+            continue
+        runner.adopt(adoption.intent, adoption.facts)
+        outcome.adopted.append(
+            f"{adoption.intent.address}: the failed create made {adoption.facts.id} after all; it is recorded"
+        )
+    return unresolved
 
 
 def _save(workspace: Workspace, state: State, results: list[tuple[str, Record | None]], outcome: ApplyOutcome) -> None:
     final = fold_results(state, results)
     if final.same_content(state):
-        workspace.store.journal_path.unlink(missing_ok=True)
         return
     final.serial = state.serial + 1
     try:
         workspace.store.write(final)
     except OSError as error:
         # The journal stays, so the next command recovers these results even if this copy is lost.
-        outcome.errored_state_path = workspace.store.write_errored(final)
-        raise VolplanError(
-            "Failed to save the state",
-            f"writing {workspace.store.path} failed ({error.strerror}); the new state was saved to "
-            f"{outcome.errored_state_path}. Fix the cause, then move that file to {workspace.store.path}.",
-        ) from None
+        raise _save_failed(workspace, final, error, outcome) from None
     outcome.state_written = True
-    workspace.store.journal_path.unlink(missing_ok=True)
+
+
+def _save_failed(workspace: Workspace, final: State, error: OSError, outcome: ApplyOutcome) -> VolplanError:
+    journal = workspace.store.journal_path
+    try:
+        outcome.errored_state_path = workspace.store.write_errored(final)
+    except OSError as second:
+        return VolplanError(
+            "Failed to save the state",
+            f"writing {workspace.store.path} failed ({error.strerror}), and so did writing "
+            f"{workspace.store.errored_path} ({second.strerror}). Nothing is lost: the journal {journal} records "
+            "every change this apply made. Fix the cause, then run 'volplan plan' to see them recovered.",
+        )
+    return VolplanError(
+        "Failed to save the state",
+        f"writing {workspace.store.path} failed ({error.strerror}); the new state was saved to "
+        f"{outcome.errored_state_path}. Fix the cause, then move that file to {workspace.store.path}. "
+        f"Until then, the journal {journal} keeps every change, and the next command recovers them.",
+    )
+
+
+def _settle_journal(workspace: Workspace, lineage: str, unresolved: list[Intent]) -> None:
+    """Once the state holds every result, drop the journal or keep only what is still unknown."""
+    path = workspace.store.journal_path
+    if unresolved:
+        keep_only_intents(path, lineage, unresolved)
+    else:
+        path.unlink(missing_ok=True)
+        fsync_directory(path.parent)
+
+
+def _finish_recovery(workspace: Workspace, project: Project, prepared: Prepared) -> None:
+    """Save what `prepare` recovered and clear what killed commands left. The caller holds the lock."""
+    if prepared.journal is not None:
+        _persist_recovery(workspace, prepared)
+
+    temporaries = workspace.store.remove_stale_temporaries()
+    if temporaries:
+        prepared.recovered.append(f"removed {temporaries} temporary file(s) of interrupted state writes")
+
+    in_use = recovery.providers_in_use(prepared.state, project, workspace.providers)
+    prepared.recovered.extend(recovery.remove_leftovers(in_use))
 
 
 def _persist_recovery(workspace: Workspace, prepared: Prepared) -> None:
     """Write what the journal recovered, so the state never depends on the journal for long."""
-    assert prepared.state is not None
-    on_disk = workspace.store.read()
-    if on_disk is None or not prepared.state.same_content(on_disk):
-        prepared.state.serial = (on_disk.serial if on_disk else 0) + 1
-        workspace.store.write(prepared.state)
+    if prepared.state is not None:
+        on_disk = workspace.store.read()
+        if on_disk is None or not prepared.state.same_content(on_disk):
+            prepared.state.serial = (on_disk.serial if on_disk else 0) + 1
+            try:
+                workspace.store.write(prepared.state)
+            except OSError as error:
+                raise VolplanError(
+                    "Failed to save the recovered state",
+                    f"writing {workspace.store.path} failed ({error.strerror}). Nothing was changed, and the "
+                    f"journal {workspace.store.journal_path} still records what the interrupted apply did. "
+                    "Fix the cause, then run the command again.",
+                ) from None
     workspace.store.journal_path.unlink(missing_ok=True)

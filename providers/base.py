@@ -234,3 +234,15 @@ class Provider(ABC):
             f"the {self.kind} provider cannot {what} yet. Serve the run's backend with the local provider "
             "(--provider BACKEND=local), or remove the run's configuration.",
         )
+
+    def find_leftovers(self) -> list[str]:
+        """Describe what interrupted calls left behind outside any volume, changing nothing.
+
+        Providers whose calls leave nothing behind (the cloud finishes or undoes them) keep the
+        default, which finds nothing.
+        """
+        return []
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove what interrupted calls left behind outside any volume; describe each removal."""
+        return []

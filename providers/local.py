@@ -6,16 +6,20 @@ Layout under the root (`VOLPLAN_LOCAL_ROOT`, by default the user's data director
         volume.json            the metadata a cloud keeps (id, backend, region, size, tags, token)
         data/                  the volume's contents
     .tmp-<uuid>/               a volume being created; renamed into place when complete
+    .trash-<uuid>/             a deleted volume whose files are being removed
     index.sqlite               a cache of every volume.json, rebuilt from the folders on mismatch
     nodes/                     simulated instance hosts for run nodes (see providers/local_nodes.py)
 
 The folders are the truth. A create writes the metadata, idempotency token included, into a
-temporary folder and renames it into place, so a crash never leaves a half-made volume.
+temporary folder and renames it into place, so a crash never leaves a half-made volume. The
+creator holds an flock on the temporary folder until the rename, so `remove_leftovers` can tell
+the folder of a killed create from one still being filled by another process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 
 VOLUME_ID = re.compile(r"^vol-[0-9a-f]{17}$")
 METADATA = "volume.json"
+STAGING_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
 
 # The region a run goes to when nothing constrains its location. The local provider accepts
 # any region name that a configuration gives.
@@ -193,7 +199,7 @@ class LocalProvider(Provider):
 
         # Renaming first makes the volume disappear at once; removing the files can then fail
         # or be interrupted without leaving a folder that looks like a live volume.
-        trash = self.root / f".trash-{uuid.uuid4().hex}"
+        trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         log.debug("deleting local volume %s", volume_id)
         os.rename(folder, trash)
         fsync_directory(self.root)
@@ -244,13 +250,68 @@ class LocalProvider(Provider):
 
     def _make_volume_folder(self, volume_id: str, metadata: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f".tmp-{uuid.uuid4().hex}"
-        staging.mkdir()
-        (staging / "data").mkdir()
-        _write_json(staging / METADATA, metadata)
-        fsync_directory(staging)
-        os.rename(staging, self.root / volume_id)
-        fsync_directory(self.root)
+        staging, descriptor = self._new_staging_folder()
+        try:
+            (staging / "data").mkdir()
+            _write_json(staging / METADATA, metadata)
+            fsync_directory(staging)
+            os.rename(staging, self.root / volume_id)
+            fsync_directory(self.root)
+        finally:
+            os.close(descriptor)
+
+    def _new_staging_folder(self) -> tuple[Path, int]:
+        """Make a temporary folder and lock it; return it with the descriptor that holds the lock."""
+        for _ in range(3):
+            staging = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                descriptor = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if _is_same_folder(staging, descriptor):
+                return staging, descriptor
+            # Another process removed the folder between mkdir and flock, taking it for a leftover.
+            os.close(descriptor)
+        raise ProviderError(
+            "Local volume not created",
+            f"the temporary folders for a new volume under {self.root} were removed three times while being made. "
+            "Check that nothing else deletes folders there, then run apply again.",
+        )
+
+    # Leftovers of interrupted calls
+
+    def find_leftovers(self) -> list[str]:
+        return _describe_leftovers(self._sweep_leftovers(remove=False), self.root, "found")
+
+    def remove_leftovers(self) -> list[str]:
+        removed = self._sweep_leftovers(remove=True)
+        if removed:
+            log.info("removed %d leftover folders under %s", len(removed), self.root)
+        return _describe_leftovers(removed, self.root, "removed")
+
+    def _sweep_leftovers(self, *, remove: bool) -> list[Path]:
+        """List (and with `remove`, delete) the temporary folders of killed creates and the
+        trash folders of interrupted deletes."""
+        try:
+            entries = sorted(os.scandir(self.root), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return []
+        swept = []
+        for entry in entries:
+            if entry.is_symlink() or not entry.is_dir():
+                continue
+            path = Path(entry.path)
+            if entry.name.startswith(TRASH_PREFIX):
+                # The volume is already gone and only its files remain, so removing them is safe even while
+                # the deleting process is still removing them too.
+                if remove:
+                    shutil.rmtree(path, ignore_errors=True)
+                swept.append(path)
+            elif entry.name.startswith(STAGING_PREFIX) and _sweep_abandoned_staging(path, remove=remove):
+                swept.append(path)
+        return swept
 
     def _read_metadata(self, volume_id: str) -> dict[str, Any] | None:
         path = self._volume_folder(volume_id) / METADATA
@@ -281,6 +342,8 @@ class LocalProvider(Provider):
                 self.root / "index.sqlite", timeout=30, check_same_thread=False, isolation_level=None
             )
             connection.execute("PRAGMA journal_mode=WAL")
+            # NOTE: a killed process cannot damage the index, but a power loss with synchronous=OFF
+            # can. A damaged index then fails every command until index.sqlite is deleted.
             connection.execute("PRAGMA synchronous=OFF")
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, token TEXT, mtime_ns INTEGER, metadata TEXT)"
@@ -341,6 +404,50 @@ class LocalProvider(Provider):
             except FileNotFoundError:
                 continue
         return found
+
+
+def _is_same_folder(path: Path, descriptor: int) -> bool:
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (found.st_dev, found.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _sweep_abandoned_staging(path: Path, *, remove: bool) -> bool:
+    """Check whether `path` is the temporary folder of a create whose process died.
+
+    With `remove`, delete it while holding its lock, so that no creator can be filling it.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        # The creator may have renamed the folder into place between the scan and the lock.
+        if not _is_same_folder(path, descriptor):
+            return False
+        if remove:
+            shutil.rmtree(path, ignore_errors=True)
+        return True
+    finally:
+        os.close(descriptor)
+
+
+def _describe_leftovers(folders: list[Path], root: Path, verb: str) -> list[str]:
+    staging = sum(1 for folder in folders if folder.name.startswith(STAGING_PREFIX))
+    trash = len(folders) - staging
+    messages = []
+    if staging:
+        messages.append(f"{verb} {staging} temporary folder(s) of interrupted local creates under {root}")
+    if trash:
+        messages.append(f"{verb} {trash} folder(s) of interrupted local deletes under {root}")
+    return messages
 
 
 def _facts(metadata: dict[str, Any]) -> VolumeFacts:

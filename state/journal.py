@@ -4,7 +4,8 @@ Before a call that creates or destroys something, an `intent` line records the a
 action and the idempotency token. When the call returns, a `done` line records the resource as
 it now is (or its removal). Each line is flushed with fsync before anything depends on it, so
 a step is durable at a cost that does not grow with the state. At the end of an apply the
-journal is folded into the state file and removed.
+journal is folded into the state file and removed, except for intents whose outcome is still
+unknown: those stay for the next command to look up by token.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from engine.actions import Action
 from engine.errors import StateError
 from state.model import Record, State
-from state.store import FILE_MODE, fsync_directory
+from state.store import FILE_MODE, fsync_directory, write_file_atomically
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def read_journal(path: Path) -> JournalContents | None:
         return None
 
     contents = JournalContents(lineage=None)
-    intents: dict[int, Intent] = {}
+    # Sequence numbers restart with each `begin` line, so intents are keyed by (session, seq).
+    intents: dict[tuple[int, int], Intent] = {}
+    session = 0
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -76,7 +79,7 @@ def read_journal(path: Path) -> JournalContents | None:
             log.warning("ignoring unreadable journal line %d of %s", number, path)
             continue
         try:
-            _read_entry(entry, contents, intents, path, number)
+            session = _read_entry(entry, contents, intents, session, path, number)
         except (KeyError, TypeError):
             raise StateError(
                 "Damaged journal",
@@ -84,11 +87,19 @@ def read_journal(path: Path) -> JournalContents | None:
                 "and run 'volplan plan' to compare the state with the provider.",
             ) from None
 
-    contents.pending = sorted(intents.values(), key=lambda intent: intent.seq)
+    contents.pending = [intents[key] for key in sorted(intents)]
     return contents
 
 
-def _read_entry(entry: Any, contents: JournalContents, intents: dict[int, Intent], path: Path, number: int) -> None:
+def _read_entry(
+    entry: Any,
+    contents: JournalContents,
+    intents: dict[tuple[int, int], Intent],
+    session: int,
+    path: Path,
+    number: int,
+) -> int:
+    """Apply one journal line to `contents`; return the session number the next line belongs to."""
     if not isinstance(entry, dict):
         raise StateError("Damaged journal", f"{path}:{number} is not a JSON object. {_MOVE_AWAY}")
     kind = entry.get("op")
@@ -105,13 +116,25 @@ def _read_entry(entry: Any, contents: JournalContents, intents: dict[int, Intent
         )
     if kind == "begin":
         contents.lineage = entry.get("lineage")
-    elif kind == "intent":
-        intents[entry["seq"]] = Intent(
+        return session + 1
+    if kind == "intent":
+        intents[(session, entry["seq"])] = Intent(
             entry["seq"], entry["address"], entry["action"], entry["token"], entry["time"], entry.get("record")
         )
     elif kind == "done":
-        intents.pop(entry.get("seq", -1), None)
+        intents.pop((session, entry.get("seq", -1)), None)
         contents.results.append((entry["address"], entry.get("record")))
+    return session
+
+
+def keep_only_intents(path: Path, lineage: str, intents: list[Intent]) -> None:
+    """Replace the journal with just `intents`, once every result it held is in the state.
+
+    These are calls whose outcome is unknown (a create that raised may still have made its
+    volume), so the next command looks them up again by token.
+    """
+    entries = [{"op": "begin", "lineage": lineage, "time": _now()}] + [_intent_entry(intent) for intent in intents]
+    write_file_atomically(path, "".join(_line(entry).decode() for entry in entries))
 
 
 def fold_results(state: State, results: list[tuple[str, Record | None]]) -> State:
@@ -132,34 +155,46 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()
         self._seq = 0
+        self._open: dict[int, Intent] = {}
         existed = path.exists()
-        self._descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
         if not existed:
             fsync_directory(path.parent)
+        self._end_torn_line()
         self._append({"op": "begin", "lineage": lineage, "time": _now()})
+
+    def _end_torn_line(self) -> None:
+        """Terminate a last line that a killed writer left without its newline.
+
+        Without this, the next entry would be glued to the torn one and be unreadable too.
+        """
+        size = os.fstat(self._descriptor).st_size
+        if size and os.pread(self._descriptor, 1, size - 1) != b"\n":
+            os.write(self._descriptor, b"\n")
 
     def intent(self, address: str, action: str, token: str, record: Record | None) -> int:
         """Record a call about to be made; `record` is what the resource will be if it succeeds."""
         with self._lock:
             self._seq += 1
             seq = self._seq
-        entry = {
-            "op": "intent",
-            "seq": seq,
-            "address": address,
-            "action": action,
-            "token": token,
-            "record": record,
-            "time": _now(),
-        }
-        self._append(entry)
+        intent = Intent(seq, address, action, token, _now(), record)
+        self._append(_intent_entry(intent))
+        with self._lock:
+            self._open[seq] = intent
         return seq
 
     def done(self, seq: int | None, address: str, record: Record | None) -> None:
         self._append({"op": "done", "seq": seq if seq is not None else -1, "address": address, "record": record})
+        with self._lock:
+            self._open.pop(seq if seq is not None else -1, None)
+
+    def open_intents(self) -> list[Intent]:
+        """Intents of this session without a `done` line: calls that failed or never returned."""
+        with self._lock:
+            return [self._open[seq] for seq in sorted(self._open)]
 
     def _append(self, entry: dict[str, Any]) -> None:
-        line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        line = _line(entry)
         with self._lock:
             os.write(self._descriptor, line)
             os.fsync(self._descriptor)
@@ -171,6 +206,22 @@ class Journal:
         self.close()
         self.path.unlink(missing_ok=True)
         fsync_directory(self.path.parent)
+
+
+def _intent_entry(intent: Intent) -> dict[str, Any]:
+    return {
+        "op": "intent",
+        "seq": intent.seq,
+        "address": intent.address,
+        "action": intent.action,
+        "token": intent.token,
+        "record": intent.record,
+        "time": intent.time,
+    }
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 def _now() -> str:

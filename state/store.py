@@ -120,6 +120,21 @@ class LocalStateStore:
         write_file_atomically(path, text)
         log.info("kept the state as read (version %d) in %s before upgrading it", migration.from_version, path)
 
+    def remove_stale_temporaries(self) -> int:
+        """Remove the temporary files of state writes that a killed process left; return how many.
+
+        Only the holder of the state lock writes these files, so the caller must hold the lock.
+        """
+        prefixes = tuple(f".{path.name}.tmp-" for path in (self.path, self.backup_path, self.errored_path))
+        removed = 0
+        for temporary in self.path.parent.iterdir():
+            if temporary.name.startswith(prefixes) and not temporary.is_dir():
+                temporary.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("removed %d temporary files of interrupted state writes beside %s", removed, self.path)
+        return removed
+
     def write_errored(self, state: State) -> Path:
         """Save a state that could not be written to its place, for the user to put back."""
         write_file_atomically(self.errored_path, state.to_text())

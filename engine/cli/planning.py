@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +44,7 @@ from engine.render import (
     render_json,
 )
 from engine.run_planner import RunScope
-from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, apply_saved, prepare
+from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, apply_saved, plan_only
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -92,9 +95,12 @@ def plan(
     """
     project = _load_named(options, files, name)
     workspace = make_workspace(options, project)
-    prepared = prepare(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
+    prepared = plan_only(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
     output = Output(color_enabled(options) and not as_json)
 
+    if prepared.recovered:
+        # stdout carries only the JSON document with --json, so the report goes to stderr there.
+        output.echo(_recovery_text(prepared.recovered, saved=False), err=as_json)
     if as_json:
         output.echo(render_json(prepared.plan))
     else:
@@ -275,25 +281,70 @@ def _run_destroy(options: GlobalOptions, files: tuple[str, ...], name: str | Non
     return run_apply(options, project, "destroy", flags, dstack_style=bool(files), destroy=True)
 
 
-@contextmanager
-def _interrupts(stop: threading.Event, received: list[int], output: Output) -> Iterator[None]:
-    """First SIGINT or SIGTERM: start no new steps. A second SIGINT abandons the steps in flight."""
+def _recovery_text(recovered: list[str], *, saved: bool) -> str:
+    if saved:
+        heading = "Recovered from an interrupted apply (saved before any new change):"
+    else:
+        heading = "An interrupted apply left work behind; this plan includes it (plan writes nothing, apply saves it):"
+    return "\n".join([heading, *(f"  - {line}" for line in recovered)]) + "\n"
 
-    def handle(number: int, frame: FrameType | None) -> None:
-        if received and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        received.append(number)
-        stop.set()
-        output.echo(
-            f"\n{signal.Signals(number).name} received: finishing the steps in flight, starting no new ones. "
-            "Press Ctrl-C again to abandon them (the journal keeps what they did).",
-            err=True,
+
+class _StoppedBeforeSteps(BaseException):
+    """A signal arrived before any step started, so there is nothing to finish."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(signal.Signals(number).name)
+        self.number = number
+
+
+@dataclass
+class _Interrupts:
+    """Signals received during an apply, and whether its steps have started."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    received: list[int] = field(default_factory=list)
+    executing: bool = False
+
+    def handle(self, number: int, frame: FrameType | None) -> None:
+        """First SIGINT or SIGTERM: start no new steps. A second one abandons the steps in flight.
+
+        The handler runs in the main thread, which may hold the output lock, so it writes to
+        the file descriptor directly.
+        """
+        name = signal.Signals(number).name
+        if not self.executing:
+            raise _StoppedBeforeSteps(number)
+        if self.received:
+            _write_stderr(
+                f"\n{name} received again: abandoning the steps in flight. The journal records them; "
+                "the next plan or apply recovers them.\n"
+            )
+            os._exit(_exit_code(number))
+        self.received.append(number)
+        self.stop.set()
+        _write_stderr(
+            f"\n{name} received: finishing the steps in flight, starting no new ones. "
+            "Press Ctrl-C again to abandon them (the journal keeps what they did).\n"
         )
 
+
+def _write_stderr(text: str) -> None:
+    # RuntimeError: the main thread was writing to stdout; its partial line is lost, the journal is not.
+    with contextlib.suppress(OSError, RuntimeError):
+        sys.stdout.flush()
+    os.write(sys.stderr.fileno(), text.encode())
+
+
+def _exit_code(number: int) -> int:
+    return EXIT_SIGTERM if number == signal.SIGTERM else EXIT_SIGINT
+
+
+@contextmanager
+def _handling(interrupts: _Interrupts) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, interrupts.handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -313,33 +364,43 @@ def run_apply(
     workspace = make_workspace(options, project)
     output = Output(color_enabled(options))
     dstack_style = bool(project.selected_files) if dstack_style is None else dstack_style
-    stop = threading.Event()
-    received: list[int] = []
+    interrupts = _Interrupts()
     progress = ApplyProgress.for_options(options)
+
+    def report_recovery(prepared: Prepared) -> None:
+        if prepared.recovered:
+            output.echo(_recovery_text(prepared.recovered, saved=True))
 
     def confirm(prepared: Prepared) -> bool:
         output.echo(render_human(prepared.plan, output.paint, prepared.drift))
         output.echo()
         progress.expect(len(prepared.plan.actionable))
-        if flags.auto_approve:
-            return True
-        require_terminal(flags.allow_input, command)
-        return ask(prepared.plan, output, dstack_style, command)
+        if not flags.auto_approve:
+            require_terminal(flags.allow_input, command)
+            if not ask(prepared.plan, output, dstack_style, command):
+                return False
+        interrupts.executing = True
+        return True
 
-    with _interrupts(stop, received, output), progress:
-        outcome = apply(
-            workspace,
-            project,
-            flags.plan_options(destroy=destroy),
-            command=f"volplan {command}",
-            lock_timeout=flags.lock_timeout,
-            parallelism=flags.parallelism,
-            confirm=confirm,
-            events=progress,
-            stop=stop,
-            on_lock=_lock_note(output),
-        )
-    code = _finish(outcome, output, received, progress.elapsed, dstack_style)
+    try:
+        with _handling(interrupts), progress:
+            outcome = apply(
+                workspace,
+                project,
+                flags.plan_options(destroy=destroy),
+                command=f"volplan {command}",
+                lock_timeout=flags.lock_timeout,
+                parallelism=flags.parallelism,
+                confirm=confirm,
+                events=progress,
+                stop=interrupts.stop,
+                on_lock=_lock_note(output),
+                on_prepared=report_recovery,
+            )
+    except _StoppedBeforeSteps as stopped:
+        output.echo(f"\n{stopped}: stopped before any step started; no volume was changed.", err=True)
+        return _exit_code(stopped.number)
+    code = _finish(outcome, output, interrupts.received, progress.elapsed, dstack_style)
     if show_table and code == 0:
         output.echo()
         output.echo(render_table(volume_rows(workspace, lambda record: in_scope(project, record))))
@@ -351,12 +412,11 @@ def _run_saved(options: GlobalOptions, path: Path, flags: ApplyFlags) -> int:
     saved = read_plan_file(path)
     workspace = make_workspace(options, _settings_only(options))
     output = Output(color_enabled(options))
-    stop = threading.Event()
-    received: list[int] = []
-
+    # A saved plan is applied without a question, so its steps may start at once.
+    interrupts = _Interrupts(executing=True)
     progress = ApplyProgress.for_options(options)
     progress.expect(len(saved.plan.actionable))
-    with _interrupts(stop, received, output), progress:
+    with _handling(interrupts), progress:
         outcome = apply_saved(
             workspace,
             saved,
@@ -364,10 +424,10 @@ def _run_saved(options: GlobalOptions, path: Path, flags: ApplyFlags) -> int:
             lock_timeout=flags.lock_timeout,
             parallelism=flags.parallelism,
             events=progress,
-            stop=stop,
+            stop=interrupts.stop,
             on_lock=_lock_note(output),
         )
-    return _finish(outcome, output, received, progress.elapsed, dstack_style=False)
+    return _finish(outcome, output, interrupts.received, progress.elapsed, dstack_style=False)
 
 
 def _lock_note(output: Output) -> Callable[[object], None]:
@@ -381,8 +441,7 @@ def _lock_note(output: Output) -> Callable[[object], None]:
 def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed: float, dstack_style: bool) -> int:
     plan = outcome.prepared.plan
     if not plan.actionable:
-        if not outcome.prepared.recovered:
-            output.echo(render_human(plan, output.paint, outcome.prepared.drift))
+        output.echo(render_human(plan, output.paint, outcome.prepared.drift))
         output.echo("\nApply complete: nothing to change.")
         return 0
     if outcome.cancelled:
@@ -396,7 +455,18 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
     skipped = report.with_status(StepStatus.SKIPPED) + report.with_status(StepStatus.NOT_STARTED)
 
     output.echo()
-    if report.ok:
+    for line in outcome.adopted:
+        output.echo(f"Note: {line}")
+    if received:
+        name = signal.Signals(received[0]).name
+        output.echo(
+            output.paint(f"Apply interrupted by {name}.", "warning")
+            + f" {len(succeeded)} succeeded, {len(failed)} failed, {len(skipped)} not started or skipped."
+        )
+        for result in failed:
+            output.echo(f"  failed:  {result.change.address}: {describe_failure(result.error)}")
+        output.echo("What succeeded is in the state; run apply again to finish.")
+    elif report.ok:
         output.echo(output.paint("Apply complete!", "create") + " " + _counts_text(succeeded) + f" in {elapsed:.1f}s.")
     else:
         output.echo(
@@ -413,7 +483,7 @@ def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed:
         output.echo("State saved.")
 
     if received:
-        return EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
+        return _exit_code(received[0])
     return 0 if report.ok else 1
 
 
