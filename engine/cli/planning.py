@@ -96,7 +96,7 @@ def plan(
     else:
         output.echo(render_human(prepared.plan, output.paint, prepared.drift))
     if out is not None:
-        write_plan_file(out, SavedPlan(prepared.plan))
+        write_plan_file(out, SavedPlan.bind(prepared.plan, prepared.read_state))
         if not as_json:
             output.echo(f"\nSaved the plan to {out}. To apply exactly this plan, run: volplan apply {out}")
     if detailed_exitcode and prepared.plan.actionable:
