@@ -1,9 +1,9 @@
 """Saved plans: the file `plan --out FILE` writes and `apply FILE` executes.
 
 A saved plan contains every field of the Plan and its Changes, so the executor runs exactly
-the changes that were shown. It is bound to the state it was made from by that state's lineage
-and by a fingerprint of each state record that the plan reads or changes: the records at the
-addresses of its actionable changes (and their previous addresses) and at both ends of its
+the changes that were shown. It is bound to the lineage of the state it was made from and to a
+fingerprint of each state record that the plan reads or changes. Those are the records at the
+addresses of its actionable changes, at their previous addresses, and at both ends of its
 dependency edges. `apply FILE` accepts the plan while the lineage matches and those records are
 unchanged, even if other records changed since; it rejects the plan naming each address that
 moved. A plan made with no state runs only while there is still no state.

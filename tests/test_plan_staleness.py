@@ -1,6 +1,7 @@
 """Saved plans stay valid while the resources they read or change are unchanged.
 
-Volume names need two characters at least, so `alpha` and `beta` play volume.alpha and volume.beta.
+Volume names need two characters at least, so volumes `alpha` and `beta` stand
+in for two unrelated volumes a and b.
 """
 
 from __future__ import annotations
