@@ -37,6 +37,7 @@ from engine.overrides import in_scope, override_name, select_name
 from engine.planfile import SavedPlan, read_plan_file, write_plan_file
 from engine.project import Project
 from engine.render import render_human, render_json
+from engine.render_markdown import render_markdown
 from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, apply_saved, prepare
 
 EXIT_SIGINT = 130
@@ -56,6 +57,13 @@ name_option = click.option(
 @click.command()
 @file_option
 @name_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["human", "json", "markdown"]),
+    default=None,
+    help="human (the default), json (same as --json) or markdown (a pull-request comment, under 60,000 characters).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout, and nothing else.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 for no changes, 2 for changes, 1 for errors.")
 @click.option(
@@ -73,6 +81,7 @@ def plan(
     options: GlobalOptions,
     files: tuple[str, ...],
     name: str | None,
+    output_format: str | None,
     as_json: bool,
     detailed_exitcode: bool,
     out: Path | None,
@@ -85,23 +94,37 @@ def plan(
     Example:
       volplan plan --detailed-exitcode
       volplan plan --out release.plan && volplan apply release.plan
+      volplan plan --format markdown > plan.md
     """
+    chosen = _output_format(output_format, as_json)
     project = _load_named(options, files, name)
     workspace = make_workspace(options, project)
     prepared = prepare(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
-    output = Output(color_enabled(options) and not as_json)
+    output = Output(color_enabled(options) and chosen == "human")
 
-    if as_json:
+    if chosen == "json":
         output.echo(render_json(prepared.plan))
+    elif chosen == "markdown":
+        output.echo(render_markdown(prepared.plan, prepared.drift).rstrip("\n"))
     else:
         output.echo(render_human(prepared.plan, output.paint, prepared.drift))
     if out is not None:
         write_plan_file(out, SavedPlan.bind(prepared.plan, prepared.read_state))
-        if not as_json:
+        if chosen == "human":
             output.echo(f"\nSaved the plan to {out}. To apply exactly this plan, run: volplan apply {out}")
     if detailed_exitcode and prepared.plan.actionable:
         return 2
     return 0
+
+
+def _output_format(output_format: str | None, as_json: bool) -> str:
+    if as_json and output_format not in (None, "json"):
+        raise UsageError(
+            "Conflicting output formats",
+            f"--json and --format {output_format} ask for different formats. Give only one: "
+            f"--format {output_format}, or --json (the same as --format json).",
+        )
+    return "json" if as_json else output_format or "human"
 
 
 @dataclass
