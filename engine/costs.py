@@ -97,7 +97,7 @@ def _records(change: Change) -> Iterable[Record]:
 
 
 def _paid(record: Record) -> bool:
-    """Whether volplan's action creates or deletes this volume: registered volumes are not."""
+    """Return whether volplan creates and deletes this volume, which a registered volume is not."""
     return not record.get("external")
 
 

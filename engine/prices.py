@@ -4,7 +4,7 @@ Every figure is a list price in US dollars per GB-month of provisioned storage, 
 from the source named beside it on the date given. The plan shows it as an estimate, because
 the bill differs: taxes, discounts and credits, IOPS or throughput above the gp3 baseline,
 snapshots, and price changes after the copy date are all left out. A backend, region or volume
-type missing from the table has no price, and the plan says its cost is unknown.
+type missing from the table has no price, and the plan reports its cost as unknown.
 
 NOTE: the AWS figures come from pages that quote the Amazon EBS pricing page
 (https://aws.amazon.com/ebs/pricing/), not from that page itself. Check them there before

@@ -13,8 +13,11 @@ _NAMED_UNKNOWN = 5
 def money(amount: Decimal) -> str:
     """Format a signed amount of US dollars to the cent: +$8.00, -$1,234.50, $0.00."""
     cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    sign = "+" if cents > 0 else "-" if cents < 0 else ""
-    return f"{sign}${abs(cents):,}"
+    if cents > 0:
+        return f"+${cents:,}"
+    if cents < 0:
+        return f"-${-cents:,}"
+    return f"${abs(cents):,}"
 
 
 def cost_lines(estimate: CostEstimate) -> list[str]:

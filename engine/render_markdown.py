@@ -7,7 +7,7 @@ destroy, the drift, and then one collapsible <details> section per change, destr
 GitHub rejects a comment longer than 65,536 characters, so the text stays under a budget
 (60,000 by default). The summary and the cost are always kept. The lists after them are filled
 in the order above until the next item would not fit. Everything left out is counted in a
-closing note that tells the reader how to see the full plan.
+closing note, which names the command that prints the full plan.
 """
 
 from __future__ import annotations

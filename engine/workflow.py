@@ -58,8 +58,8 @@ class Prepared:
     recovered: list[str] = field(default_factory=list)
     journal: JournalContents | None = None
     drift: list[Drift] = field(default_factory=list)
-    # The state as read from disk, before the journal or the upgrade settled anything: a saved
-    # plan is bound to its records, because apply FILE compares them with the file it reads.
+    # The state as read from disk, before the journal or the upgrade changed anything. A saved
+    # plan is bound to these records because apply FILE compares them with the file it reads.
     read_state: State | None = None
 
 

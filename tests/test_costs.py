@@ -97,7 +97,12 @@ def test_price_table_rows_are_dated_and_sourced() -> None:
 
 @pytest.mark.parametrize(
     ("amount", "text"),
-    [(Decimal("8"), "+$8.00"), (Decimal("-1234.505"), "-$1,234.51"), (Decimal("0.004"), "$0.00")],
+    [
+        (Decimal("8"), "+$8.00"),
+        (Decimal("-1234.505"), "-$1,234.51"),
+        (Decimal("0.004"), "$0.00"),
+        (Decimal("-0.001"), "$0.00"),
+    ],
 )
 def test_money(amount: Decimal, text: str) -> None:
     assert money(amount) == text

@@ -198,8 +198,8 @@ def apply_command(
 ) -> int:
     """Change the volumes to match the configurations, after showing the plan.
 
-    With PLANFILE, execute the plan that plan --out saved, without asking: it is rejected if
-    the state changed since the plan was made.
+    With PLANFILE, execute the plan that plan --out saved, without asking. It is rejected if a
+    resource that it reads or changes moved since the plan was made.
 
     \b
     Example:
