@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.actions import SUMMARY_ORDER, Action, Change, Plan, Record
+from engine.costs import estimate_costs
 from engine.drift import Drift
+from engine.render_costs import cost_lines
 from engine.render_drift import drift_section
 from engine.units import format_duration, format_size
 
@@ -121,6 +123,7 @@ def render_human(plan: Plan, paint: Paint = no_paint, drift: Sequence[Drift] = (
         lines.append("")
 
     lines.append(summary_line(plan, paint))
+    lines.extend(cost_lines(estimate_costs(plan)))
     return "\n".join(lines)
 
 

@@ -62,6 +62,9 @@ class Prepared:
     recovered: list[str] = field(default_factory=list)
     journal: JournalContents | None = None
     drift: list[Drift] = field(default_factory=list)
+    # The state as read from disk, before the journal or the upgrade changed anything. A saved
+    # plan is bound to these records because apply FILE compares them with the file it reads.
+    read_state: State | None = None
 
 
 @dataclass
@@ -78,6 +81,8 @@ class ApplyOutcome:
 def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Prepared:
     """Read the state (with any journal folded in), refresh it and make the plan. Writes nothing."""
     state = workspace.store.read()
+    # Settling an upgrade changes records in place; folding a journal makes a copy.
+    read_state = state.copy() if state is not None and state.migration is not None else state
     journal = read_journal(workspace.store.journal_path)
     recovered: list[str] = []
     if journal is not None and not journal.empty:
@@ -103,7 +108,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
     plan.warnings[:0] = upgrade_notes
     node_presence = {address: found is not None for address, found in node_facts.items()}
     drift = find_drift(state, ProviderFacts(volumes=facts, nodes=node_presence)) if state else []
-    return Prepared(state, plan, build_graph(plan), recovered, journal, drift)
+    return Prepared(state, plan, build_graph(plan), recovered, journal, drift, read_state)
 
 
 def refresh(state: State, providers: ProviderSet) -> dict[str, VolumeFacts | None]:
@@ -250,7 +255,7 @@ def apply_saved(
     stop: threading.Event | None = None,
     on_lock: Callable[[object], None] | None = None,
 ) -> ApplyOutcome:
-    """Execute a saved plan as it is, once the state is the one it was made from."""
+    """Execute a saved plan as it is, once the records it depends on are as they were."""
     with workspace.store.lock(command, lock_timeout) as stale_holder:
         if on_lock is not None:
             on_lock(stale_holder)
@@ -260,8 +265,8 @@ def apply_saved(
         if reason is not None:
             raise PlanError(
                 "Saved plan is stale",
-                f"{reason}. A saved plan runs only against the state it was made from: "
-                "run volplan plan --out again, review it, and apply the new file.",
+                f"{reason}. A saved plan runs only while the resources it reads or changes are as they were "
+                "when it was made: run volplan plan --out again, review it, and apply the new file.",
             )
 
         prepared = Prepared(state, saved.plan, build_graph(saved.plan))

@@ -11,7 +11,7 @@ import pytest
 
 from engine.actions import Action, Change, Plan
 from engine.errors import UsageError
-from engine.planfile import SavedPlan, StateBinding, read_plan_file, stale_reason, write_plan_file
+from engine.planfile import SavedPlan, StateBinding, read_plan_file, record_fingerprint, stale_reason, write_plan_file
 from providers.local import LocalProvider
 from state.model import State
 from tests.conftest import run, volume_file
@@ -46,23 +46,40 @@ def test_plan_file_round_trip_is_lossless(tmp_path: Path) -> None:
         lineage="6f1c0c1e-3b7a-4c55-9a57-0c8f3f3f0d11",
         serial=7,
     )
+    state = State(plan.lineage or "", 7, {"volume.a": before, "volume.b": after})
     path = tmp_path / "p"
 
-    write_plan_file(path, SavedPlan(plan))
+    write_plan_file(path, SavedPlan.bind(plan, state))
+    read_back = read_plan_file(path)
 
-    assert read_plan_file(path).plan == plan
+    assert read_back.plan == plan
+    assert read_back.resources == {
+        "volume.a": record_fingerprint(before),
+        "volume.b": record_fingerprint(after),
+        "volume.c": None,
+        "volume.old": None,
+    }
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 def test_stale_reasons_name_the_change() -> None:
     lineage = "6f1c0c1e-3b7a-4c55-9a57-0c8f3f3f0d11"
-    made_at = StateBinding(lineage, 3)
+    record = {"address": "volume.a", "kind": "volume", "size_gb": 10}
+    made_at = StateBinding(lineage, 3, {"volume.a": record_fingerprint(record), "volume.new": None})
+    grown = {**record, "size_gb": 20}
 
-    assert stale_reason(made_at, State(lineage, 3), journal_pending=False) is None
-    assert "serial 3 then, 4 now" in str(stale_reason(made_at, State(lineage, 4), journal_pending=False))
+    assert stale_reason(made_at, State(lineage, 3, {"volume.a": record}), journal_pending=False) is None
+    assert stale_reason(made_at, State(lineage, 9, {"volume.a": record, "volume.b": {}}), False) is None
+    assert "volume.a changed since the plan was made" in str(
+        stale_reason(made_at, State(lineage, 4, {"volume.a": grown}), False)
+    )
+    assert "volume.a was removed from the state" in str(stale_reason(made_at, State(lineage, 4), False))
+    added = State(lineage, 4, {"volume.a": record, "volume.new": record})
+    assert "volume.new was added to the state" in str(stale_reason(made_at, added, False))
+    assert "serial 3 then, 4 now" in str(stale_reason(made_at, added, False))
     assert "lineage" in str(stale_reason(made_at, State("00000000-0000-4000-8000-000000000000", 3), False))
     assert "state file is now missing" in str(stale_reason(made_at, None, journal_pending=False))
-    assert "journal" in str(stale_reason(made_at, State(lineage, 3), journal_pending=True))
+    assert "journal" in str(stale_reason(made_at, State(lineage, 3, {"volume.a": record}), journal_pending=True))
     assert stale_reason(StateBinding(None, None), None, journal_pending=False) is None
     assert "made with no state" in str(stale_reason(StateBinding(None, None), State(lineage, 1), False))
 
@@ -85,6 +102,7 @@ def test_apply_twice_rejects_stale_plan(project: Path, local_root: Path) -> None
     assert read_state(project)["resources"][0]["size_gb"] == 20
     assert second.exit_code == 1
     assert "Saved plan is stale" in second.stderr
+    assert "volume.data changed since the plan was made" in second.stderr
     assert f"serial {serial} then, {serial + 1} now" in second.stderr
     assert (project / STATE).read_bytes() == state_after_first
 
@@ -167,6 +185,7 @@ def test_configuration_given_as_plan_file(project: Path, local_root: Path) -> No
     [
         ("not json", "it is not JSON"),
         ('{"format": "volplan-plan", "format_version": 99}', "Unsupported plan file"),
+        ('{"format": "volplan-plan", "format_version": 1}', "plan format 1, written by an older volplan"),
         ('{"hello": 1}', "no volplan plan header"),
     ],
 )

@@ -22,6 +22,7 @@ from engine.cli.locks import force_unlock
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
 from engine.cli.runs import start, stop
 from engine.cli.show import show
+from engine.cli.state_merge import state_group
 from engine.cli.validate import validate
 from engine.cli.volume import volume
 from engine.errors import VolplanError
@@ -164,6 +165,7 @@ for command in (
     start,
     graph,
     show,
+    state_group,
 ):
     cli.add_command(command)
 

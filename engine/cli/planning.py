@@ -43,6 +43,7 @@ from engine.render import (
     render_human,
     render_json,
 )
+from engine.render_markdown import render_markdown
 from engine.run_planner import RunScope
 from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, apply_saved, plan_only
 
@@ -63,6 +64,13 @@ name_option = click.option(
 @click.command()
 @file_option
 @name_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["human", "json", "markdown"]),
+    default=None,
+    help="human (the default), json (same as --json) or markdown (a pull-request comment, under 60,000 characters).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout, and nothing else.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 for no changes, 2 for changes, 1 for errors.")
 @click.option(
@@ -80,6 +88,7 @@ def plan(
     options: GlobalOptions,
     files: tuple[str, ...],
     name: str | None,
+    output_format: str | None,
     as_json: bool,
     detailed_exitcode: bool,
     out: Path | None,
@@ -92,26 +101,40 @@ def plan(
     Example:
       volplan plan --detailed-exitcode
       volplan plan --out release.plan && volplan apply release.plan
+      volplan plan --format markdown > plan.md
     """
+    chosen = _output_format(output_format, as_json)
     project = _load_named(options, files, name)
     workspace = make_workspace(options, project)
     prepared = plan_only(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
-    output = Output(color_enabled(options) and not as_json)
+    output = Output(color_enabled(options) and chosen == "human")
 
     if prepared.recovered:
-        # stdout carries only the JSON document with --json, so the report goes to stderr there.
-        output.echo(_recovery_text(prepared.recovered, saved=False), err=as_json)
-    if as_json:
+        # stdout carries only the plan document with --json or --format, so the report goes to stderr there.
+        output.echo(_recovery_text(prepared.recovered, saved=False), err=chosen != "human")
+    if chosen == "json":
         output.echo(render_json(prepared.plan))
+    elif chosen == "markdown":
+        output.echo(render_markdown(prepared.plan, prepared.drift).rstrip("\n"))
     else:
         output.echo(render_human(prepared.plan, output.paint, prepared.drift))
     if out is not None:
-        write_plan_file(out, SavedPlan(prepared.plan))
-        if not as_json:
+        write_plan_file(out, SavedPlan.bind(prepared.plan, prepared.read_state))
+        if chosen == "human":
             output.echo(f"\nSaved the plan to {out}. To apply exactly this plan, run: volplan apply {out}")
     if detailed_exitcode and prepared.plan.actionable:
         return 2
     return 0
+
+
+def _output_format(output_format: str | None, as_json: bool) -> str:
+    if as_json and output_format not in (None, "json"):
+        raise UsageError(
+            "Conflicting output formats",
+            f"--json and --format {output_format} ask for different formats. Give only one: "
+            f"--format {output_format}, or --json (the same as --format json).",
+        )
+    return "json" if as_json else output_format or "human"
 
 
 @dataclass
@@ -189,8 +212,8 @@ def apply_command(
 ) -> int:
     """Change the volumes to match the configurations, after showing the plan.
 
-    With PLANFILE, execute the plan that plan --out saved, without asking: it is rejected if
-    the state changed since the plan was made.
+    With PLANFILE, execute the plan that plan --out saved, without asking. It is rejected if a
+    resource that it reads or changes moved since the plan was made.
 
     \b
     Example:
