@@ -97,7 +97,10 @@ def destroyed_data(plan: Plan) -> list[Change]:
 def _render_change(change: Change, paint: Paint) -> list[str]:
     symbol, phrase, role = _WORDS[change.action]
     record = change.after or change.before or {}
-    header = f"  # {change.address} {phrase}"
+    if change.action is Action.UPDATE and change.previous_address is not None:
+        phrase = "will be renamed in place"
+    moved = f" (moved from {change.previous_address})" if change.previous_address is not None else ""
+    header = f"  # {change.address}{moved} {phrase}"
     if change.action in (Action.UPDATE, Action.REPLACE) and change.reason:
         header += f": {change.reason}"
     lines = [paint(header, "bold")]
@@ -107,7 +110,9 @@ def _render_change(change: Change, paint: Paint) -> list[str]:
     if change.action not in (Action.UPDATE, Action.REPLACE):
         lines.append(f"    reason: {change.reason}")
     if change.destroys_data:
-        lines.append("    " + paint(f"data of {change.before and change.before.get('id')} will be destroyed", "delete"))
+        before = change.before or {}
+        size = f" ({format_size(before['size_gb'])})" if before.get("size_gb") else ""
+        lines.append("    " + paint(f"volume {before.get('id')}{size} and all its data will be destroyed", "delete"))
     return lines
 
 
@@ -115,6 +120,8 @@ def _render_fields(change: Change, paint: Paint) -> list[str]:
     before = change.before or {}
     after = change.after or {}
     names = [name for name in _SHOWN_FIELDS if _shown(before.get(name)) or _shown(after.get(name))]
+    if change.action in (Action.UPDATE, Action.REPLACE) and before.get("name") != after.get("name"):
+        names.insert(0, "name")
     if change.action is Action.CREATE and "id" not in names:
         names.insert(names.index("size_gb") + 1 if "size_gb" in names else len(names), "id")
     width = max((len(_LABELS.get(name, name)) for name in names), default=0)

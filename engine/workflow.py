@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import networkx as nx
@@ -18,8 +19,9 @@ from engine.actions import Plan, Record
 from engine.drift import Drift, ProviderFacts, find_drift
 from engine.errors import PlanError, StateError, VolplanError
 from engine.executor import Events, ExecutionReport, execute
+from engine.pipeline import plan_changes
 from engine.planfile import SavedPlan, stale_reason
-from engine.planner import PlanInput, build_graph, make_plan
+from engine.planner import PlanInput, build_graph
 from engine.project import Project
 from engine.steps import StepRunner, record_from_facts
 from providers.base import VolumeFacts
@@ -46,6 +48,12 @@ class PlanOptions:
     refresh: bool = True
     allow_replace: bool = False
     destroy: bool = False
+    targets: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    # Set by cleanup: plan the deletion of volumes idle for longer than their
+    # auto_cleanup_duration at this time, instead of diffing the configurations.
+    cleanup_at: datetime | None = None
 
 
 @dataclass
@@ -88,8 +96,12 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         allow_replace=options.allow_replace,
         destroy=options.destroy,
         provider_header=_provider_header(project, state, workspace.providers),
+        targets=options.targets,
+        excludes=options.excludes,
+        replace=options.replace,
+        cleanup_at=options.cleanup_at,
     )
-    plan = make_plan(source)
+    plan = plan_changes(source)
     plan.warnings[:0] = recovered + upgrade_notes
     drift = find_drift(state, ProviderFacts(volumes=facts)) if state else []
     return Prepared(state, plan, build_graph(plan), recovered, journal, drift)

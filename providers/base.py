@@ -42,6 +42,11 @@ class VolumeFacts:
     # The lineage of the state whose apply created the volume, when the provider recorded it.
     lineage: str | None = None
     attachments: tuple[str, ...] = field(default=())
+    # The name the provider keeps for the volume (AWS: its Name tag), when it keeps one.
+    name: str | None = None
+    # When the volume was last detached, or created if it never was, as ISO 8601 UTC; None
+    # while it is attached or when the provider does not know. `volplan cleanup` reads it.
+    idle_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,10 @@ class Provider(ABC):
         """Create a volume; a second call with the same token returns the first volume."""
 
     @abstractmethod
-    def update_volume(self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None) -> VolumeFacts:
-        """Grow a volume and replace its user tags in place."""
+    def update_volume(
+        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, name: str | None = None
+    ) -> VolumeFacts:
+        """Grow a volume, replace its user tags and rename it (AWS: the Name tag) in place."""
 
     @abstractmethod
     def delete_volume(self, volume_id: str) -> None:

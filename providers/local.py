@@ -3,7 +3,8 @@
 Layout under the root (`VOLPLAN_LOCAL_ROOT`, by default the user's data directory):
 
     vol-0123456789abcdef0/     one folder per volume, named by its id
-        volume.json            the metadata a cloud keeps (id, backend, region, size, tags, token)
+        volume.json            the metadata a cloud keeps (id, name, backend, region, size, tags,
+                               token, attachments, created_at and last_detached_at)
         data/                  the volume's contents
     .tmp-<uuid>/               a volume being created; renamed into place when complete
     index.sqlite               a cache of every volume.json, rebuilt from the folders on mismatch
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 VOLUME_ID = re.compile(r"^vol-[0-9a-f]{17}$")
 METADATA = "volume.json"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 # dstack's volume documentation: these backends let several runs mount one volume.
 _MULTI_ATTACH_BACKENDS = frozenset({"runpod"})
@@ -138,7 +140,9 @@ class LocalProvider(Provider):
         log.debug("created local volume %s", volume_id)
         return _facts(metadata)
 
-    def update_volume(self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None) -> VolumeFacts:
+    def update_volume(
+        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, name: str | None = None
+    ) -> VolumeFacts:
         metadata = self._read_metadata(volume_id)
         if metadata is None:
             raise VolumeNotFound(
@@ -152,6 +156,19 @@ class LocalProvider(Provider):
             metadata["size_gb"] = size_gb
         if tags is not None:
             metadata["tags"] = dict(tags)
+        if name is not None:
+            log.debug("renaming local volume %s from %s to %s", volume_id, metadata.get("name"), name)
+            metadata["name"] = name
+        self._write_metadata(volume_id, metadata)
+        return _facts(metadata)
+
+    def record_detached(self, volume_id: str, at: datetime | None = None) -> VolumeFacts:
+        """Record that the volume was last detached at `at` (now by default), which starts its idle time."""
+        metadata = self._read_metadata(volume_id)
+        if metadata is None:
+            raise VolumeNotFound("Volume not found", f"cannot record a detach of {volume_id}: it does not exist.")
+        when = at or datetime.now(timezone.utc)
+        metadata["last_detached_at"] = when.astimezone(timezone.utc).strftime(TIME_FORMAT)
         self._write_metadata(volume_id, metadata)
         return _facts(metadata)
 
@@ -215,6 +232,12 @@ class LocalProvider(Provider):
 
     def _write_metadata(self, volume_id: str, metadata: dict[str, Any]) -> None:
         path = self._volume_folder(volume_id) / METADATA
+        previous = self._read_metadata(volume_id) or {}
+        detached = previous.get("attachments") and not metadata.get("attachments")
+        if detached and metadata.get("last_detached_at") == previous.get("last_detached_at"):
+            # The last attachment ended and the caller did not record when: the idle time that
+            # cleanup measures starts now, whichever method detached the volume.
+            metadata["last_detached_at"] = _now()
         temporary = path.with_name(f".{METADATA}.tmp-{uuid.uuid4().hex[:8]}")
         _write_json(temporary, metadata)
         os.replace(temporary, path)
@@ -294,6 +317,7 @@ class LocalProvider(Provider):
 
 def _facts(metadata: dict[str, Any]) -> VolumeFacts:
     attachments = tuple(metadata.get("attachments") or ())
+    idle_since = None if attachments else metadata.get("last_detached_at") or metadata["created_at"]
     return VolumeFacts(
         id=metadata["id"],
         backend=metadata["backend"],
@@ -306,6 +330,8 @@ def _facts(metadata: dict[str, Any]) -> VolumeFacts:
         token=metadata.get("token"),
         lineage=metadata.get("lineage"),
         attachments=attachments,
+        name=metadata.get("name"),
+        idle_since=idle_since,
     )
 
 
@@ -319,4 +345,4 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
