@@ -15,10 +15,12 @@ import click
 
 from engine import __version__
 from engine.argv import normalise
+from engine.cli.cleanup import cleanup
 from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text
 from engine.cli.drift import drift, refresh
 from engine.cli.locks import force_unlock
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
+from engine.cli.state_commands import import_command, state
 from engine.cli.validate import validate
 from engine.cli.volume import volume
 from engine.errors import VolplanError
@@ -111,7 +113,20 @@ def cli(
     ctx.obj = GlobalOptions(directory or Path.cwd(), state, list(providers), not no_color)
 
 
-for command in (plan, apply_command, destroy, delete, validate, volume, drift, refresh, force_unlock):
+for command in (
+    plan,
+    apply_command,
+    destroy,
+    delete,
+    validate,
+    volume,
+    drift,
+    refresh,
+    force_unlock,
+    state,
+    import_command,
+    cleanup,
+):
     cli.add_command(command)
 
 
