@@ -33,6 +33,8 @@ def plan_changes(source: PlanInput) -> Plan:
     known = {change.address for change in plan.changes} | set(source.project.runs) | set(source.project.volumes)
     if source.prior is not None:
         known |= set(source.prior.resources)
+    # NOTE: targets narrow the finished plan, so a planning error of an untargeted volume (a
+    # shrink, a region change without --allow-replace) still stops a targeted plan.
     check_known(source.targets, "--target", known)
     check_known(source.excludes, "--exclude", known)
     plan = narrow(plan, build_graph(plan), source.targets, source.excludes)

@@ -2,7 +2,7 @@
 
 A volume's address is `volume.<name>`, so renaming it in its file looks like one volume going
 and another coming, and the delete would destroy the data. A `moved:` entry
-(`from: volume.data`, `to: volume.dataset`) says that the recorded volume now has the new
+(`from: volume.data`, `to: volume.dataset`) declares that the recorded volume now has the new
 address. Before the diff, `apply_moves` moves its record there, so the planner sees a recorded
 volume whose name differs from its configuration: an update at the new address. `mark_renames`
 then sets the change's `previous_address`, and the executor moves the state record and renames
@@ -114,7 +114,7 @@ def _move(state: State, result: Moves, old: str, new: str) -> None:
 
 
 def mark_renames(plan: Plan, renamed: Mapping[str, str]) -> None:
-    """Set `previous_address` on the change at each moved record's new address, and say why."""
+    """Set `previous_address` on the change at each moved record's new address, and set its reason."""
     for change in plan.changes:
         old = renamed.get(change.address)
         if old is None:

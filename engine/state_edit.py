@@ -1,8 +1,8 @@
 """State surgery: `state rm`, `state mv` and `import`, which change the state and never a volume.
 
-Each edit holds the state lock, refuses to run while an interrupted apply's journal is pending
-(its results would be folded in on top of the edit), and writes the state atomically with
-the backup of the state as first read, raising the serial by one.
+Each edit holds the state lock and writes the state atomically, raising the serial by one,
+after the backup of the state as first read. An edit is rejected while an interrupted apply's
+journal is pending, because its results would later be folded in on top of the edit.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def move(state: State, old: str, new: str) -> list[tuple[str, str]]:
 
 @dataclass
 class ImportPreview:
-    """What `import` will record, and what people should know before it does."""
+    """The record that `import` will write, and the warnings to show before it does."""
 
     address: str
     record: Record

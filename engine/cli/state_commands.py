@@ -1,7 +1,8 @@
 """state list, show, rm and mv, and import: Terraform's state commands over volplan's state.
 
-None of them calls a provider to change anything: `state rm` forgets a volume and leaves it,
-with its data, where it is; `import` reads the volume it takes under management.
+None of them calls a provider to change anything. `state rm` removes a volume from the state
+and leaves the volume and its data at the provider. `import` only reads the volume it takes
+under management.
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ def list_resources(options: GlobalOptions, addresses: tuple[str, ...]) -> int:
 
 @state.command(name="show")
 @click.argument("address", metavar="ADDR")
-@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON, as the state file holds it.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the record as JSON, exactly as the state file contains it."
+)
 @click.pass_obj
 def show(options: GlobalOptions, address: str, as_json: bool) -> int:
-    """Print the record of one resource as the state holds it."""
+    """Print the record of one resource as the state file contains it."""
     recorded = read_state(_workspace(options))
     record = recorded.resources.get(address)
     if record is None:
