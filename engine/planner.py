@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import networkx as nx
 
@@ -61,6 +62,12 @@ class PlanInput:
     # What each backend allows, as the provider that serves it reports.
     capabilities: Callable[[str], Capabilities] = local_capabilities
     run_scope: RunScope = field(default_factory=RunScope)
+    # Read by engine.pipeline, which selects, renames and checks around make_plan: -target,
+    # -exclude and -replace addresses, and the time `cleanup` measures idle periods up to.
+    targets: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    cleanup_at: datetime | None = None
 
 
 def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
@@ -248,7 +255,7 @@ def _plan_existing(
         )
         return Change(address, Action.CREATE, f"volume {current['id']} no longer exists", current, after)
 
-    replace = _replacement_reason(current, after)
+    replace = _replacement_reason(current, after) or _forced_replacement(source, address)
     if replace:
         return _plan_replace(source, desired, current, after, replace, errors)
     if config.external:
@@ -289,6 +296,10 @@ def _replacement_reason(current: Record, after: Record) -> str:
         if after.get(name) is not None and current.get(name) != after[name]:
             return f"{name} changes from {current.get(name)} to {after[name]}, which needs a new volume"
     return ""
+
+
+def _forced_replacement(source: PlanInput, address: str) -> str:
+    return f"--replace {address} forces a new volume" if address in source.replace else ""
 
 
 def _plan_replace(

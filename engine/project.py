@@ -50,6 +50,8 @@ class Settings:
     state: dict[str, Any] = field(default_factory=dict)
     moved: list[tuple[str, str]] = field(default_factory=list)
     protect: list[str] = field(default_factory=list)
+    # The volplan.yml line of each protect: entry, for messages that name it.
+    protect_lines: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -315,3 +317,7 @@ def _read_protect(document: Document, value: Any, settings: Settings, issues: li
         )
         return
     settings.protect = list(value)
+    for index, address in enumerate(value):
+        line, _ = document.position(("protect", index))
+        if line is not None:
+            settings.protect_lines.setdefault(address, line)

@@ -146,7 +146,10 @@ def _render_change(change: Change, paint: Paint) -> list[str]:
     phrase = _RUN_PHRASES.get((kind, change.action), phrase)
     if kind == "mount" and change.action is Action.CREATE and record.get("skipped"):
         phrase = "will be skipped (optional; recorded so that later plans show no drift)"
-    header = f"  # {change.address} {phrase}"
+    if change.action is Action.UPDATE and change.previous_address is not None:
+        phrase = "will be renamed in place"
+    moved = f" (moved from {change.previous_address})" if change.previous_address is not None else ""
+    header = f"  # {change.address}{moved} {phrase}"
     if change.action in (Action.UPDATE, Action.REPLACE) and change.reason:
         header += f": {change.reason}"
     lines = [paint(header, "bold")]
@@ -157,7 +160,9 @@ def _render_change(change: Change, paint: Paint) -> list[str]:
     if change.action not in (Action.UPDATE, Action.REPLACE):
         lines.append(f"    reason: {change.reason}")
     if change.destroys_data:
-        lines.append("    " + paint(f"data of {change.before and change.before.get('id')} will be destroyed", "delete"))
+        before = change.before or {}
+        size = f" ({format_size(before['size_gb'])})" if before.get("size_gb") else ""
+        lines.append("    " + paint(f"volume {before.get('id')}{size} and all its data will be destroyed", "delete"))
     return lines
 
 
@@ -168,6 +173,9 @@ def _render_fields(change: Change, paint: Paint) -> list[str]:
     fields = _SHOWN_FIELDS.get(kind, _SHOWN_FIELDS["volume"])
     labels = _LABELS.get(kind, {})
     names = [name for name in fields if _shown(before.get(name)) or _shown(after.get(name))]
+    renamed = before.get("name") != after.get("name")
+    if change.action in (Action.UPDATE, Action.REPLACE) and renamed and "name" not in names:
+        names.insert(0, "name")
     id_field = _ID_FIELDS.get(kind)
     known_later = kind != "mount" or after.get("volume_address")
     if change.action is Action.CREATE and id_field and id_field not in names and known_later:

@@ -81,6 +81,10 @@ class StepRunner:
             Action.DEREGISTER: self._deregister,
         }
         handlers[change.action](change)
+        if change.previous_address is not None and change.previous_address != change.address:
+            # A rename under moved: drops the old address only once the new one is recorded. A stop
+            # in between leaves both addresses with one volume id, which the next plan folds into one.
+            self._record(None, change.previous_address, None)
         with self._lock:
             record = self._latest.get(change.address)
         return record.get("id") if record else None
@@ -138,13 +142,15 @@ class StepRunner:
         assert before is not None and after is not None
         record = dict(after)
         provider_fields = [name for name in change.changed_fields if name not in STATE_ONLY_FIELDS]
-        if provider_fields and not after.get("external"):
+        renamed = "name" in change.changed_fields
+        if (provider_fields or renamed) and not after.get("external"):
             provider = self.providers.by_kind(after["provider"], after["backend"])
             facts = provider.update_volume(
                 after["id"],
                 size_gb=after["size_gb"] if "size_gb" in provider_fields else None,
                 tags=after["tags"] if "tags" in provider_fields else None,
                 region=after.get("region"),
+                name=after["name"] if renamed else None,
             )
             record = record_from_facts(after, facts)
         self._record(None, change.address, record)

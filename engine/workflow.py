@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import networkx as nx
@@ -19,8 +20,9 @@ from engine.actions import Plan, Record
 from engine.drift import Drift, ProviderFacts, find_drift
 from engine.errors import PlanError, VolplanError
 from engine.executor import Events, ExecutionReport, execute
+from engine.pipeline import plan_changes
 from engine.planfile import SavedPlan, stale_reason
-from engine.planner import PlanInput, build_graph, make_plan
+from engine.planner import PlanInput, build_graph
 from engine.project import Project
 from engine.run_planner import RunScope
 from engine.steps import StepRunner
@@ -49,6 +51,12 @@ class PlanOptions:
     allow_replace: bool = False
     destroy: bool = False
     run_scope: RunScope = field(default_factory=RunScope)
+    targets: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    # Set by cleanup: plan the deletion of volumes idle for longer than their
+    # auto_cleanup_duration at this time, instead of diffing the configurations.
+    cleanup_at: datetime | None = None
 
 
 @dataclass
@@ -103,8 +111,12 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
         node_facts=node_facts,
         capabilities=_capabilities(workspace.providers),
         run_scope=options.run_scope,
+        targets=options.targets,
+        excludes=options.excludes,
+        replace=options.replace,
+        cleanup_at=options.cleanup_at,
     )
-    plan = make_plan(source)
+    plan = plan_changes(source)
     plan.warnings[:0] = upgrade_notes
     node_presence = {address: found is not None for address, found in node_facts.items()}
     drift = find_drift(state, ProviderFacts(volumes=facts, nodes=node_presence)) if state else []

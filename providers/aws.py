@@ -233,7 +233,13 @@ class AwsProvider(Provider):
         return _facts(volume, region)
 
     def update_volume(
-        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, region: str | None = None
+        self,
+        volume_id: str,
+        *,
+        size_gb: int | None,
+        tags: Mapping[str, str] | None,
+        region: str | None = None,
+        name: str | None = None,
     ) -> VolumeFacts:
         region = self._region(region, volume_id)
         current = self.read_volume(volume_id, region)
@@ -245,7 +251,16 @@ class AwsProvider(Provider):
             _check_user_tags(tags, volume_id)
             self._retag(region, volume_id, current.tags, tags)
             updated = replace(updated, tags=dict(tags))
+        if name is not None and name != current.name:
+            self._rename(region, volume_id, name)
+            updated = replace(updated, name=name)
         return updated
+
+    def _rename(self, region: str, volume_id: str, name: str) -> None:
+        """Set the Name tag, which is how the EC2 console and dstack show a volume's name."""
+        log.debug("renaming %s to %s", volume_id, name)
+        with aws_call("CreateTags", volume_id, region):
+            self._client(region).create_tags(Resources=[volume_id], Tags=[{"Key": "Name", "Value": name}])
 
     def delete_volume(self, volume_id: str, region: str | None = None) -> None:
         region = self._region(region, volume_id)
@@ -446,6 +461,7 @@ def _facts(volume: dict[str, Any], region: str) -> VolumeFacts:
         token=tags.get(TOKEN_TAG),
         attachments=tuple(attachment["InstanceId"] for attachment in volume.get("Attachments", [])),
         volume_type=volume.get("VolumeType"),
+        name=tags.get("Name"),
     )
 
 

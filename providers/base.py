@@ -52,6 +52,11 @@ class VolumeFacts:
     attachments: tuple[str, ...] = field(default=())
     # The provider's storage class, such as gp3 on AWS; None where the provider has no types.
     volume_type: str | None = None
+    # The name the provider keeps for the volume (AWS: its Name tag), when it keeps one.
+    name: str | None = None
+    # When the volume was last detached, or created if it never was, as ISO 8601 UTC; None
+    # while it is attached or when the provider does not know. `volplan cleanup` reads it.
+    idle_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,15 @@ class Provider(ABC):
 
     @abstractmethod
     def update_volume(
-        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, region: str | None = None
+        self,
+        volume_id: str,
+        *,
+        size_gb: int | None,
+        tags: Mapping[str, str] | None,
+        region: str | None = None,
+        name: str | None = None,
     ) -> VolumeFacts:
-        """Grow a volume and replace its user tags in place."""
+        """Grow a volume, replace its user tags and rename it (AWS: the Name tag) in place."""
 
     @abstractmethod
     def delete_volume(self, volume_id: str, region: str | None = None) -> None:

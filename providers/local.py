@@ -3,7 +3,8 @@
 Layout under the root (`VOLPLAN_LOCAL_ROOT`, by default the user's data directory):
 
     vol-0123456789abcdef0/     one folder per volume, named by its id
-        volume.json            the metadata a cloud keeps (id, backend, region, size, tags, token)
+        volume.json            the metadata a cloud keeps (id, name, backend, region, size, tags,
+                               token, attachments, created_at and last_detached_at)
         data/                  the volume's contents
     .tmp-<uuid>/               a volume being created; renamed into place when complete
     .trash-<uuid>/             a deleted volume whose files are being removed
@@ -55,6 +56,7 @@ VOLUME_ID = re.compile(r"^vol-[0-9a-f]{17}$")
 METADATA = "volume.json"
 STAGING_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 # The region a run goes to when nothing constrains its location. The local provider accepts
 # any region name that a configuration gives.
@@ -166,7 +168,13 @@ class LocalProvider(Provider):
         return _facts(metadata)
 
     def update_volume(
-        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, region: str | None = None
+        self,
+        volume_id: str,
+        *,
+        size_gb: int | None,
+        tags: Mapping[str, str] | None,
+        region: str | None = None,
+        name: str | None = None,
     ) -> VolumeFacts:
         metadata = self._read_metadata(volume_id)
         if metadata is None:
@@ -181,6 +189,19 @@ class LocalProvider(Provider):
             metadata["size_gb"] = size_gb
         if tags is not None:
             metadata["tags"] = dict(tags)
+        if name is not None:
+            log.debug("renaming local volume %s from %s to %s", volume_id, metadata.get("name"), name)
+            metadata["name"] = name
+        self._write_metadata(volume_id, metadata)
+        return _facts(metadata)
+
+    def record_detached(self, volume_id: str, at: datetime | None = None) -> VolumeFacts:
+        """Record that the volume was last detached at `at` (now by default), which starts its idle time."""
+        metadata = self._read_metadata(volume_id)
+        if metadata is None:
+            raise VolumeNotFound("Volume not found", f"cannot record a detach of {volume_id}: it does not exist.")
+        when = at or datetime.now(timezone.utc)
+        metadata["last_detached_at"] = when.astimezone(timezone.utc).strftime(TIME_FORMAT)
         self._write_metadata(volume_id, metadata)
         return _facts(metadata)
 
@@ -327,6 +348,12 @@ class LocalProvider(Provider):
 
     def _write_metadata(self, volume_id: str, metadata: dict[str, Any]) -> None:
         path = self._volume_folder(volume_id) / METADATA
+        previous = self._read_metadata(volume_id) or {}
+        detached = previous.get("attachments") and not metadata.get("attachments")
+        if detached and metadata.get("last_detached_at") == previous.get("last_detached_at"):
+            # The last attachment ended and the caller did not record when: the idle time that
+            # cleanup measures starts now, whichever method detached the volume.
+            metadata["last_detached_at"] = _now()
         temporary = path.with_name(f".{METADATA}.tmp-{uuid.uuid4().hex[:8]}")
         _write_json(temporary, metadata)
         os.replace(temporary, path)
@@ -452,6 +479,7 @@ def _describe_leftovers(folders: list[Path], root: Path, verb: str) -> list[str]
 
 def _facts(metadata: dict[str, Any]) -> VolumeFacts:
     attachments = tuple(metadata.get("attachments") or ())
+    idle_since = None if attachments else metadata.get("last_detached_at") or metadata["created_at"]
     return VolumeFacts(
         id=metadata["id"],
         backend=metadata["backend"],
@@ -464,6 +492,8 @@ def _facts(metadata: dict[str, Any]) -> VolumeFacts:
         token=metadata.get("token"),
         lineage=metadata.get("lineage"),
         attachments=attachments,
+        name=metadata.get("name"),
+        idle_since=idle_since,
     )
 
 
@@ -477,4 +507,4 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime(TIME_FORMAT)

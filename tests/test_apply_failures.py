@@ -182,11 +182,17 @@ class FailAtCall(Provider):
         return self._call(f"create_volume {spec.address}", lambda: self.inner.create_volume(spec, token))
 
     def update_volume(
-        self, volume_id: str, *, size_gb: int | None, tags: Mapping[str, str] | None, region: str | None = None
+        self,
+        volume_id: str,
+        *,
+        size_gb: int | None,
+        tags: Mapping[str, str] | None,
+        region: str | None = None,
+        name: str | None = None,
     ) -> VolumeFacts:
         return self._call(
             f"update_volume {volume_id}",
-            lambda: self.inner.update_volume(volume_id, size_gb=size_gb, tags=tags, region=region),
+            lambda: self.inner.update_volume(volume_id, size_gb=size_gb, tags=tags, region=region, name=name),
         )
 
     def delete_volume(self, volume_id: str, region: str | None = None) -> None:

@@ -1,11 +1,12 @@
 """Golden plan cases: every folder under tests/golden is one case, run through the pure planner.
 
 A case folder holds:
-  project/      the configurations (and an optional volplan.yml)
+  project/      the configurations (and an optional volplan.yml with moved: and protect:)
   state.json    the prior state (optional: no state)
   cloud.json    {"volumes": [facts...]}: what the provider reports (optional: every volume in
                 the state exists as recorded)
-  case.json     {"options": {"allow_replace": bool, "files": [...]},
+  case.json     {"options": {"allow_replace": bool, "destroy": bool, "files": [...],
+                             "targets": [address, ...], "replace": [address, ...]},
                  "changes": [[action, address], ...]   expected actionable changes, in order
                  "warnings": [substring, ...]}         or
                 {"error": title, "error_contains": [substring, ...]}
@@ -20,7 +21,8 @@ from typing import Any
 import pytest
 
 from engine.errors import VolplanError
-from engine.planner import PlanInput, make_plan
+from engine.pipeline import plan_changes
+from engine.planner import PlanInput
 from engine.project import load_project
 from providers.base import VolumeFacts
 from state.model import State, parse_state
@@ -58,7 +60,7 @@ def _plan_case(case: Path, spec: dict[str, Any]) -> Any:
     registered = {
         v.config.volume_id: cloud.get(v.config.volume_id) for v in project.volumes.values() if v.config.volume_id
     }
-    return make_plan(
+    return plan_changes(
         PlanInput(
             project=project,
             prior=state,
@@ -66,6 +68,9 @@ def _plan_case(case: Path, spec: dict[str, Any]) -> Any:
             registered=registered,
             provider_kind=lambda backend: "local",
             allow_replace=options.get("allow_replace", False),
+            destroy=options.get("destroy", False),
+            targets=tuple(options.get("targets", ())),
+            replace=tuple(options.get("replace", ())),
         )
     )
 

@@ -15,6 +15,7 @@ import click
 
 from engine import __version__
 from engine.argv import normalise
+from engine.cli.cleanup import cleanup
 from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text, wants_color
 from engine.cli.drift import drift, refresh
 from engine.cli.graph import graph
@@ -22,7 +23,8 @@ from engine.cli.locks import force_unlock
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
 from engine.cli.runs import start, stop
 from engine.cli.show import show
-from engine.cli.state_merge import state_group
+from engine.cli.state_commands import import_command, state
+from engine.cli.state_merge import merge_command
 from engine.cli.validate import validate
 from engine.cli.volume import volume
 from engine.errors import VolplanError
@@ -165,9 +167,12 @@ for command in (
     start,
     graph,
     show,
-    state_group,
+    state,
+    import_command,
+    cleanup,
 ):
     cli.add_command(command)
+state.add_command(merge_command)
 
 
 def main() -> None:

@@ -134,6 +134,37 @@ replace_option = click.option(
 )
 
 
+def target_options(function: Any) -> Any:
+    """Add --target, --exclude and --replace, which Terraform spells -target, -exclude and -replace."""
+    decorators = [
+        click.option(
+            "--target",
+            "targets",
+            metavar="ADDR",
+            multiple=True,
+            help="Plan only this resource and what it depends on, such as volume.data. Repeatable.",
+        ),
+        click.option(
+            "--exclude",
+            "excludes",
+            metavar="ADDR",
+            multiple=True,
+            help="Leave this resource, and what depends on it, out of the plan. Repeatable.",
+        ),
+        click.option(
+            "--replace",
+            "replace",
+            metavar="ADDR",
+            multiple=True,
+            help="Replace this volume with a new one even if nothing changed (needs --allow-replace "
+            "when that destroys data). Repeatable.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
 def load_project_settings(root: Path) -> Settings:
     issues: list[ConfigIssue] = []
     settings = load_settings(root, issues)

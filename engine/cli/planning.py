@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,6 +30,7 @@ from engine.cli.common import (
     refresh_option,
     replace_option,
     require_terminal,
+    target_options,
 )
 from engine.cli.progress import ApplyProgress, describe_failure
 from engine.cli.prompts import ask
@@ -83,6 +85,7 @@ name_option = click.option(
 )
 @refresh_option
 @replace_option
+@target_options
 @click.pass_obj
 def plan(
     options: GlobalOptions,
@@ -94,6 +97,9 @@ def plan(
     out: Path | None,
     refresh: bool,
     allow_replace: bool,
+    targets: tuple[str, ...],
+    excludes: tuple[str, ...],
+    replace: tuple[str, ...],
 ) -> int:
     """Show what apply would change. Writes nothing, unless --out saves the plan.
 
@@ -106,7 +112,10 @@ def plan(
     chosen = _output_format(output_format, as_json)
     project = _load_named(options, files, name)
     workspace = make_workspace(options, project)
-    prepared = plan_only(workspace, project, PlanOptions(refresh=refresh, allow_replace=allow_replace))
+    plan_options = PlanOptions(
+        refresh=refresh, allow_replace=allow_replace, targets=targets, excludes=excludes, replace=replace
+    )
+    prepared = plan_only(workspace, project, plan_options)
     output = Output(color_enabled(options) and chosen == "human")
 
     if prepared.recovered:
@@ -149,10 +158,22 @@ class ApplyFlags:
     allow_replace: bool = False
     # Set by volplan stop and start: only these runs change.
     run_scope: RunScope = field(default_factory=RunScope)
+    targets: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    # Set by cleanup, not by an option: see PlanOptions.cleanup_at.
+    cleanup_at: datetime | None = None
 
     def plan_options(self, destroy: bool = False) -> PlanOptions:
         return PlanOptions(
-            refresh=self.refresh, allow_replace=self.allow_replace, destroy=destroy, run_scope=self.run_scope
+            refresh=self.refresh,
+            allow_replace=self.allow_replace,
+            destroy=destroy,
+            run_scope=self.run_scope,
+            targets=self.targets,
+            excludes=self.excludes,
+            replace=self.replace,
+            cleanup_at=self.cleanup_at,
         )
 
 
@@ -197,6 +218,7 @@ def _apply_options(function: Any) -> Any:
         approval_options,
         refresh_option,
         replace_option,
+        target_options,
     ]
     for decorator in reversed(decorators):
         function = decorator(function)
@@ -244,6 +266,12 @@ def destroy(options: GlobalOptions, /, files: tuple[str, ...], name: str | None,
       volplan destroy
       volplan destroy -f volume.dstack.yml -y
     """
+    if flags["replace"]:
+        raise UsageError(
+            "Invalid option for destroy",
+            "destroy deletes volumes and never replaces them, so --replace does not apply. "
+            "Use volplan apply --replace ADDR --allow-replace to replace a volume.",
+        )
     return _run_destroy(options, files, name, ApplyFlags(**flags))
 
 
@@ -276,7 +304,13 @@ def _load_named(options: GlobalOptions, files: tuple[str, ...], name: str | None
 
 def _reject_planning_options(ctx: click.Context, files: tuple[str, ...], name: str | None) -> None:
     given = [flag for flag, value in (("-f", files), ("-n", name)) if value]
-    for parameter, flag in (("refresh", "--refresh"), ("allow_replace", "--allow-replace")):
+    for parameter, flag in (
+        ("refresh", "--refresh"),
+        ("allow_replace", "--allow-replace"),
+        ("targets", "--target"),
+        ("excludes", "--exclude"),
+        ("replace", "--replace"),
+    ):
         if ctx.get_parameter_source(parameter) is ParameterSource.COMMANDLINE:
             given.append(flag)
     if given:

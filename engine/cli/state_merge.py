@@ -101,13 +101,3 @@ def _record_text(record: Record | None) -> str:
     if record is None:
         return "(no record: removed on this side)"
     return json.dumps(record, indent=2, sort_keys=True)
-
-
-# NOTE: this minimal `state` group carries only `merge`. When the full `state` group (list,
-# show, rm, mv) exists, that group should add `merge_command` and replace this one.
-@click.group(name="state")
-def state_group() -> None:
-    """Work with the state file. merge: the git merge driver."""
-
-
-state_group.add_command(merge_command)

@@ -1,0 +1,68 @@
+"""The plan the user asked for: the diff of engine.planner with the options around it.
+
+Steps, in order:
+
+1. `moved:` entries move recorded volumes to their new addresses (engine.renames);
+2. the planner diffs the configurations against that state, forcing a replace for each
+   `--replace` address, or `cleanup` plans the deletion of idle volumes instead (engine.cleanup);
+3. renames get their previous address, and deletes that look like renames get a warning;
+4. `--target` and `--exclude` narrow the plan along its graph (engine.targeting);
+5. the plan is rejected if it deletes or replaces an address under `protect:` (engine.protection).
+
+Pure, like the planner: every input is data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine.actions import Plan
+from engine.cleanup import plan_cleanup
+from engine.errors import UsageError
+from engine.planner import PlanInput, build_graph, make_plan
+from engine.protection import check_protected
+from engine.renames import apply_moves, mark_renames, suggest_moves
+from engine.targeting import check_address, check_known, narrow
+
+
+def plan_changes(source: PlanInput) -> Plan:
+    """Make the plan for `source`, with its moves, targets and protection applied."""
+    cleanup_at = source.cleanup_at
+    plan = plan_cleanup(source, cleanup_at) if cleanup_at is not None else _plan_configurations(source)
+
+    known = {change.address for change in plan.changes} | set(source.project.runs) | set(source.project.volumes)
+    if source.prior is not None:
+        known |= set(source.prior.resources)
+    # NOTE: targets narrow the finished plan, so a planning error of an untargeted volume (a
+    # shrink, a region change without --allow-replace) still stops a targeted plan.
+    check_known(source.targets, "--target", known)
+    check_known(source.excludes, "--exclude", known)
+    plan = narrow(plan, build_graph(plan), source.targets, source.excludes)
+
+    check_protected(plan, source.project.settings)
+    return plan
+
+
+def _plan_configurations(source: PlanInput) -> Plan:
+    defined = set(source.project.volumes) | set(source.project.runs)
+    # destroy defines nothing, so it has nothing to move: every recorded address goes.
+    moved = [] if source.destroy else source.project.settings.moved
+    moves = apply_moves(moved, source.prior, source.facts, defined)
+    _check_replace(source, set(moves.prior.resources) if moves.prior else set())
+
+    plan = make_plan(dataclasses.replace(source, prior=moves.prior, facts=moves.facts))
+    mark_renames(plan, moves.renamed)
+    plan.warnings.extend(moves.warnings)
+    plan.warnings.extend(suggest_moves(plan))
+    return plan
+
+
+def _check_replace(source: PlanInput, recorded: set[str]) -> None:
+    for address in source.replace:
+        check_address(address, "--replace")
+        if address not in recorded:
+            raise UsageError(
+                "Invalid value for --replace",
+                f"the state records no {address}, so there is nothing to replace. "
+                "volplan state list shows the recorded addresses.",
+            )
