@@ -16,7 +16,7 @@ from engine.actions import Action, Change, Record
 from engine.planner import STATE_ONLY_FIELDS
 from providers.base import VolumeFacts, VolumeSpec
 from providers.registry import ProviderSet
-from state.journal import Journal
+from state.storage import JournalWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def record_from_facts(after: Record, facts: VolumeFacts) -> Record:
 class StepRunner:
     """Runs changes against providers; every result goes to the journal and to `results`."""
 
-    def __init__(self, providers: ProviderSet, journal: Journal, lineage: str) -> None:
+    def __init__(self, providers: ProviderSet, journal: JournalWriter, lineage: str) -> None:
         self.providers = providers
         self.journal = journal
         self.lineage = lineage

@@ -24,10 +24,10 @@ from engine.project import Project
 from engine.steps import StepRunner, record_from_facts
 from providers.base import VolumeFacts
 from providers.registry import ProviderSet
-from state.journal import Journal, JournalContents, fold_results, read_journal
+from state.journal import JournalContents, fold_results
 from state.migrations import STATE_VERSION, decide_external
 from state.model import State
-from state.store import LocalStateStore
+from state.storage import StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Workspace:
     """Where a command works: the project folder, the state store and the providers."""
 
     root: Path
-    store: LocalStateStore
+    store: StateStore
     providers: ProviderSet
 
 
@@ -72,7 +72,7 @@ class ApplyOutcome:
 def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Prepared:
     """Read the state (with any journal folded in), refresh it and make the plan. Writes nothing."""
     state = workspace.store.read()
-    journal = read_journal(workspace.store.journal_path)
+    journal = workspace.store.read_journal()
     recovered: list[str] = []
     if journal is not None and not journal.empty:
         state, recovered = recover_journal(state, journal, workspace.providers)
@@ -251,7 +251,7 @@ def apply_saved(
         if on_lock is not None:
             on_lock(stale_holder)
         state = workspace.store.read()
-        journal = read_journal(workspace.store.journal_path)
+        journal = workspace.store.read_journal()
         reason = stale_reason(saved.binding, state, journal is not None and not journal.empty)
         if reason is not None:
             raise PlanError(
@@ -285,7 +285,7 @@ def execute_plan(
         workspace.store.write(state)
         outcome.state_written = True
 
-    journal = Journal(workspace.store.journal_path, state.lineage)
+    journal = workspace.store.open_journal(state.lineage)
     runner = StepRunner(workspace.providers, journal, state.lineage)
     try:
         outcome.report = execute(
@@ -300,7 +300,7 @@ def execute_plan(
 def _save(workspace: Workspace, state: State, results: list[tuple[str, Record | None]], outcome: ApplyOutcome) -> None:
     final = fold_results(state, results)
     if final.same_content(state):
-        workspace.store.journal_path.unlink(missing_ok=True)
+        workspace.store.remove_journal()
         return
     final.serial = state.serial + 1
     try:
@@ -310,11 +310,19 @@ def _save(workspace: Workspace, state: State, results: list[tuple[str, Record | 
         outcome.errored_state_path = workspace.store.write_errored(final)
         raise VolplanError(
             "Failed to save the state",
-            f"writing {workspace.store.path} failed ({error.strerror}); the new state was saved to "
-            f"{outcome.errored_state_path}. Fix the cause, then move that file to {workspace.store.path}.",
+            f"writing {workspace.store.describe()} failed ({error.strerror}); the new state was saved to "
+            f"{outcome.errored_state_path}. Fix the cause, then move that file to {workspace.store.describe()}.",
+        ) from None
+    except StateWriteError as error:
+        outcome.errored_state_path = workspace.store.write_errored(final)
+        raise StateWriteError(
+            error.title,
+            f"{error.detail}\nThe new state, with every change this apply made, was saved to "
+            f"{outcome.errored_state_path}. Compare it with the stored state, then put it in place with "
+            f"'volplan state push {outcome.errored_state_path}'.",
         ) from None
     outcome.state_written = True
-    workspace.store.journal_path.unlink(missing_ok=True)
+    workspace.store.remove_journal()
 
 
 def _persist_recovery(workspace: Workspace, prepared: Prepared) -> None:
@@ -324,4 +332,4 @@ def _persist_recovery(workspace: Workspace, prepared: Prepared) -> None:
     if on_disk is None or not prepared.state.same_content(on_disk):
         prepared.state.serial = (on_disk.serial if on_disk else 0) + 1
         workspace.store.write(prepared.state)
-    workspace.store.journal_path.unlink(missing_ok=True)
+    workspace.store.remove_journal()

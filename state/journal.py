@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,8 +21,8 @@ from typing import Any
 
 from engine.actions import Action
 from engine.errors import StateError
+from state.files import FILE_MODE, fsync_directory
 from state.model import Record, State
-from state.store import FILE_MODE, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +65,32 @@ def read_journal(path: Path) -> JournalContents | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    return parse_journal((f"{path}:{number}", line) for number, line in enumerate(raw.split(b"\n"), start=1))
 
+
+def parse_journal(entries: Iterable[tuple[str, bytes]]) -> JournalContents:
+    """Fold journal entries, in the order they were written, into results and pending intents.
+
+    Each entry comes with the place it was read from (`file:line`, or an object's URL), for
+    error messages. An entry that is not JSON is skipped with a warning: it can only be the
+    torn last write of a crash, whose step never reported done.
+    """
     contents = JournalContents(lineage=None)
     intents: dict[int, Intent] = {}
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    for where, line in entries:
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
         except ValueError:
-            log.warning("ignoring unreadable journal line %d of %s", number, path)
+            log.warning("ignoring unreadable journal entry %s", where)
             continue
         try:
-            _read_entry(entry, contents, intents, path, number)
+            _read_entry(entry, contents, intents, where)
         except (KeyError, TypeError):
             raise StateError(
                 "Damaged journal",
-                f"{path}:{number} is missing fields. Restore the journal from a backup, or move it away "
+                f"{where} is missing fields. Restore the journal from a backup, or move it away "
                 "and run 'volplan plan' to compare the state with the provider.",
             ) from None
 
@@ -88,19 +98,19 @@ def read_journal(path: Path) -> JournalContents | None:
     return contents
 
 
-def _read_entry(entry: Any, contents: JournalContents, intents: dict[int, Intent], path: Path, number: int) -> None:
+def _read_entry(entry: Any, contents: JournalContents, intents: dict[int, Intent], where: str) -> None:
     if not isinstance(entry, dict):
-        raise StateError("Damaged journal", f"{path}:{number} is not a JSON object. {_MOVE_AWAY}")
+        raise StateError("Damaged journal", f"{where} is not a JSON object. {_MOVE_AWAY}")
     kind = entry.get("op")
     if kind not in _OPERATIONS:
         raise StateError(
             "Damaged journal",
-            f"{path}:{number}: unknown op {json.dumps(kind)}, expected one of {', '.join(_OPERATIONS)}. {_MOVE_AWAY}",
+            f"{where}: unknown op {json.dumps(kind)}, expected one of {', '.join(_OPERATIONS)}. {_MOVE_AWAY}",
         )
     if kind == "intent" and entry.get("action") not in _JOURNALED_ACTIONS:
         raise StateError(
             "Damaged journal",
-            f"{path}:{number}: unknown action {json.dumps(entry.get('action'))}, expected one of "
+            f"{where}: unknown action {json.dumps(entry.get('action'))}, expected one of "
             f"{', '.join(_JOURNALED_ACTIONS)}. {_MOVE_AWAY}",
         )
     if kind == "begin":
@@ -125,8 +135,32 @@ def fold_results(state: State, results: list[tuple[str, Record | None]]) -> Stat
     return folded
 
 
+def begin_entry(lineage: str) -> dict[str, Any]:
+    return {"op": "begin", "lineage": lineage, "time": _now()}
+
+
+def intent_entry(seq: int, address: str, action: str, token: str, record: Record | None) -> dict[str, Any]:
+    return {
+        "op": "intent",
+        "seq": seq,
+        "address": address,
+        "action": action,
+        "token": token,
+        "record": record,
+        "time": _now(),
+    }
+
+
+def done_entry(seq: int | None, address: str, record: Record | None) -> dict[str, Any]:
+    return {"op": "done", "seq": seq if seq is not None else -1, "address": address, "record": record}
+
+
+def encode_entry(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
 class Journal:
-    """An open journal that the executor appends to from several threads."""
+    """An open journal file that the executor appends to from several threads."""
 
     def __init__(self, path: Path, lineage: str) -> None:
         self.path = path
@@ -136,30 +170,21 @@ class Journal:
         self._descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         if not existed:
             fsync_directory(path.parent)
-        self._append({"op": "begin", "lineage": lineage, "time": _now()})
+        self._append(begin_entry(lineage))
 
     def intent(self, address: str, action: str, token: str, record: Record | None) -> int:
         """Record a call about to be made; `record` is what the resource will be if it succeeds."""
         with self._lock:
             self._seq += 1
             seq = self._seq
-        entry = {
-            "op": "intent",
-            "seq": seq,
-            "address": address,
-            "action": action,
-            "token": token,
-            "record": record,
-            "time": _now(),
-        }
-        self._append(entry)
+        self._append(intent_entry(seq, address, action, token, record))
         return seq
 
     def done(self, seq: int | None, address: str, record: Record | None) -> None:
-        self._append({"op": "done", "seq": seq if seq is not None else -1, "address": address, "record": record})
+        self._append(done_entry(seq, address, record))
 
     def _append(self, entry: dict[str, Any]) -> None:
-        line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        line = encode_entry(entry)
         with self._lock:
             os.write(self._descriptor, line)
             os.fsync(self._descriptor)

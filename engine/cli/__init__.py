@@ -15,13 +15,14 @@ import click
 
 from engine import __version__
 from engine.argv import normalise
-from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text
+from engine.cli.common import GlobalOptions, Output, error_text
 from engine.cli.drift import drift, refresh
 from engine.cli.locks import force_unlock
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
 from engine.cli.validate import validate
 from engine.cli.volume import volume
 from engine.errors import VolplanError
+from engine.state_settings import STATE_FILE
 
 
 class VolplanGroup(click.Group):
@@ -79,7 +80,11 @@ def _report_bug() -> None:
     help="Project folder to work in (default: the current folder).",
 )
 @click.option(
-    "--state", "state", metavar="PATH", default=None, help=f"State file (default: {STATE_FILE} in the project folder)."
+    "--state",
+    "state",
+    metavar="PATH|s3://BUCKET/KEY",
+    default=None,
+    help=f"State file or S3 object (default: volplan.yml's state: section, else {STATE_FILE} in the project folder).",
 )
 @click.option(
     "--provider",
