@@ -19,6 +19,7 @@ from engine.cli.common import GlobalOptions, Output, error_text
 from engine.cli.drift import drift, refresh
 from engine.cli.locks import force_unlock
 from engine.cli.planning import EXIT_SIGINT, apply_command, delete, destroy, plan
+from engine.cli.state_sync import state_group
 from engine.cli.validate import validate
 from engine.cli.volume import volume
 from engine.errors import VolplanError
@@ -116,7 +117,7 @@ def cli(
     ctx.obj = GlobalOptions(directory or Path.cwd(), state, list(providers), not no_color)
 
 
-for command in (plan, apply_command, destroy, delete, validate, volume, drift, refresh, force_unlock):
+for command in (plan, apply_command, destroy, delete, validate, volume, drift, refresh, force_unlock, state_group):
     cli.add_command(command)
 
 
