@@ -1,4 +1,4 @@
-"""Where the state lives: volplan.yml's `state:` section and `--state`, turned into a store.
+"""The state's location, read from volplan.yml's `state:` section and `--state`, and the store it opens.
 
 ```yaml
 state:

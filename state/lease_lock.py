@@ -172,7 +172,7 @@ class LeaseLock:
         log.info("released state lock %s", mine.lock_id)
 
     def _own_lease(self, mine: LockInfo) -> Lease | None:
-        """The lock object when it still records `mine`: a retried write may have changed its ETag."""
+        """Read the lock object and return it if it still records `mine`, since a retried write may have changed its ETag."""
         current = self.objects.get(self.key)
         if current is None:
             return None

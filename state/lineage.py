@@ -14,7 +14,7 @@ from state.model import State
 def check_replacement(current: State | None, incoming: State, *, target: str, source: str) -> bool:
     """Check that `incoming` (read from `source`) may replace `current` at `target`.
 
-    Returns False when `target` already holds the same state, True when it should be
+    Returns False when `target` already contains the same state, True when it should be
     replaced. Raises StateError naming both lineages or serials otherwise.
     """
     if current is None:

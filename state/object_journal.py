@@ -1,8 +1,8 @@
 """The write-ahead journal of a shared state, kept as one small object per entry.
 
-An object store cannot append to an object, so each entry the local journal would append as a
-line is written as its own object under the journal's prefix, named by the session and a
-number taken in the order the entries are written. Writing an entry costs one small put
+An object store cannot append to an object. So each entry that the local journal appends as a
+line is written here as its own object under the journal's prefix. The object's name is the
+session and a number taken in the order the entries are written. Writing an entry costs one small put
 whatever the size of the state. Reading lists the prefix and folds the entries in key order,
 which is the order they were written. The entries are the same JSON as the lines of the local
 journal (see state/journal.py).

@@ -1,4 +1,4 @@
-"""Where an S3 state lives: bucket, key, and the optional region and endpoint."""
+"""The location of an S3 state: bucket, key, and the optional region and endpoint."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from state.storage import StateWriteError
 
 log = logging.getLogger(__name__)
 
-# S3 answers 412 PreconditionFailed when a condition fails, 409 ConditionalRequestConflict
+# S3 returns 412 PreconditionFailed when a condition fails, 409 ConditionalRequestConflict
 # when two conditional writes of one key race, and 404 NoSuchKey for If-Match on a missing key.
 _FAILED_CONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -68,7 +68,11 @@ class S3Objects:
         return StoredObject(key, body, response["ETag"], response["LastModified"], _server_time(response))
 
     def put(self, key: str, body: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
-        conditions = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if if_none_match else {}
+        conditions: dict[str, str] = {}
+        if if_match:
+            conditions["IfMatch"] = if_match
+        elif if_none_match:
+            conditions["IfNoneMatch"] = "*"
         log.debug("PUT %s %s", self.describe(key), conditions)
         try:
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **conditions)

@@ -1,9 +1,9 @@
 """moto's S3 server on 127.0.0.1 for the S3 state tests, with fake credentials only.
 
-moto 5.2.6 honours If-Match and If-None-Match on put_object and delete_object one request at
-a time, but it checks the condition and then writes without holding a lock
-(moto/s3/responses.py, put_object), so two concurrent conditional puts of one key can both
-succeed where S3 lets exactly one win. `OneRequestAtATime` is a test-only layer that serves
+moto 5.2.6 honours If-Match and If-None-Match on put_object and delete_object, one request at
+a time. But it checks the condition and then writes without holding a lock
+(moto/s3/responses.py, put_object). So two concurrent conditional puts of one key can both
+succeed, where S3 lets exactly one win. `OneRequestAtATime` is a test-only layer that serves
 one request at a time, so that each check and write is atomic as in S3.
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import run, volume_file, write
-from tests.s3_server import S3, aws_env, moto_endpoint, s3  # noqa: F401
+from tests.s3_server import S3
 
 KEY = "prod/volplan.state.json"
 REPOSITORY = Path(__file__).parent.parent
@@ -57,12 +57,12 @@ with store.lock("volplan apply"):
 """
 
 
-def _state(s3: S3) -> dict[str, Any]:  # noqa: F811
+def _state(s3: S3) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(s3.body(KEY))
     return data
 
 
-def _s3_settings(project: Path, s3: S3, lease: str = "3s") -> None:  # noqa: F811
+def _s3_settings(project: Path, s3: S3, lease: str = "3s") -> None:
     write(
         project, "volplan.yml", f"state:\n  backend: s3\n  bucket: {s3.bucket}\n  key: {KEY}\n  lock_lease: {lease}\n"
     )
@@ -82,7 +82,7 @@ def _start(project: Path, *args: str, script: Path | None = None, **popen: Any) 
     )
 
 
-def test_apply_writes_state_object(project: Path, local_root: Path, s3: S3) -> None:  # noqa: F811
+def test_apply_writes_state_object(project: Path, local_root: Path, s3: S3) -> None:
     volume_file(project, "data")
     volume_file(project, "logs", size="10GB")
 
@@ -99,7 +99,7 @@ def test_apply_writes_state_object(project: Path, local_root: Path, s3: S3) -> N
     assert not (project / "volplan.state.json").exists()
 
 
-def test_settings_select_s3_with_endpoint(project: Path, local_root: Path, s3: S3, monkeypatch: Any) -> None:  # noqa: F811
+def test_settings_select_s3_with_endpoint(project: Path, local_root: Path, s3: S3, monkeypatch: Any) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     write(
         project,
@@ -144,7 +144,7 @@ def test_two_processes_apply_at_once(
     local_root: Path,
     s3: S3,
     tmp_path: Path,
-    monkeypatch: Any,  # noqa: F811
+    monkeypatch: Any,
 ) -> None:
     script = tmp_path / "recording_cli.py"
     script.write_text(_RECORDING_CLI)
@@ -174,7 +174,7 @@ def test_two_processes_apply_at_once(
     assert s3.keys(f"{KEY}.lock") == []
 
 
-def test_killed_apply_lock_expires(project: Path, local_root: Path, s3: S3) -> None:  # noqa: F811
+def test_killed_apply_lock_expires(project: Path, local_root: Path, s3: S3) -> None:
     _s3_settings(project, s3)
     for index in range(100):
         volume_file(project, f"v{index:03d}", size="1GB")
@@ -190,13 +190,13 @@ def test_killed_apply_lock_expires(project: Path, local_root: Path, s3: S3) -> N
     assert holder["pid"] == apply.pid
     assert holder["lease_seconds"] == 3
 
-    refused = run(project, "apply", "-y")
+    rejected = run(project, "apply", "-y")
     waited = run(project, "apply", "-y", "--lock-timeout", "60s")
 
-    assert refused.exit_code == 1
-    assert "State locked" in refused.stderr
-    assert f"pid {apply.pid}" in refused.stderr
-    assert "expires by itself" in refused.stderr
+    assert rejected.exit_code == 1
+    assert "State locked" in rejected.stderr
+    assert f"pid {apply.pid}" in rejected.stderr
+    assert "expires by itself" in rejected.stderr
     assert waited.exit_code == 0, waited.output
     assert "previous holder of the state lock died" in waited.stderr
     assert f"pid {apply.pid}" in waited.stderr
@@ -208,7 +208,7 @@ def test_killed_apply_lock_expires(project: Path, local_root: Path, s3: S3) -> N
     assert s3.keys(f"{KEY}.journal/") == []
 
 
-def test_live_holder_renews_lease(project: Path, local_root: Path, s3: S3) -> None:  # noqa: F811
+def test_live_holder_renews_lease(project: Path, local_root: Path, s3: S3) -> None:
     _s3_settings(project, s3)
     volume_file(project, "data")
     holder = subprocess.Popen(
@@ -222,7 +222,7 @@ def test_live_holder_renews_lease(project: Path, local_root: Path, s3: S3) -> No
         assert holder.stdout is not None
         lock_id = holder.stdout.readline().strip()
         # Three leases long: only a heartbeat keeps the lock held that long.
-        refused = run(project, "apply", "-y", "--lock-timeout", "9s")
+        rejected = run(project, "apply", "-y", "--lock-timeout", "9s")
         cleared = run(project, "force-unlock", lock_id, "-y")
         applied = run(project, "apply", "-y")
     finally:
@@ -231,9 +231,9 @@ def test_live_holder_renews_lease(project: Path, local_root: Path, s3: S3) -> No
         assert holder.stdout is not None
         holder.stdout.close()
 
-    assert refused.exit_code == 1
-    assert "still locked after waiting 9s" in refused.stderr
-    assert lock_id in refused.stderr
+    assert rejected.exit_code == 1
+    assert "still locked after waiting 9s" in rejected.stderr
+    assert lock_id in rejected.stderr
     assert cleared.exit_code == 0, cleared.output
     assert f"Lock {lock_id} cleared" in cleared.stdout
     assert applied.exit_code == 0, applied.output

@@ -15,20 +15,20 @@ from state.object_store import PreconditionFailed
 from state.s3_location import S3Location
 from state.s3_store import S3Objects, S3StateStore, open_s3_store
 from state.storage import StateWriteError
-from tests.s3_server import S3, aws_env, moto_endpoint, s3  # noqa: F401
+from tests.s3_server import S3
 
 KEY = "prod/volplan.state.json"
 
 
-def _store(s3: S3, tmp_path: Path, lease: float = 60.0) -> S3StateStore:  # noqa: F811
+def _store(s3: S3, tmp_path: Path, lease: float = 60.0) -> S3StateStore:
     return open_s3_store(S3Location(s3.bucket, KEY, endpoint_url=s3.endpoint), tmp_path, lease)
 
 
-def _objects(s3: S3) -> S3Objects:  # noqa: F811
+def _objects(s3: S3) -> S3Objects:
     return _store(s3, Path("/nonexistent")).objects
 
 
-def test_moto_rejects_failed_conditions(s3: S3) -> None:  # noqa: F811
+def test_moto_rejects_failed_conditions(s3: S3) -> None:
     objects = _objects(s3)
     first = objects.put("k", b"one", if_none_match=True)
 
@@ -48,7 +48,7 @@ def test_moto_rejects_failed_conditions(s3: S3) -> None:  # noqa: F811
     assert s3.keys() == []
 
 
-def test_concurrent_creates_one_wins(s3: S3) -> None:  # noqa: F811
+def test_concurrent_creates_one_wins(s3: S3) -> None:
     objects = _objects(s3)
     start = threading.Barrier(8)
     winners: list[int] = []
@@ -71,7 +71,7 @@ def test_concurrent_creates_one_wins(s3: S3) -> None:  # noqa: F811
     assert s3.body("lock") == str(winners[0]).encode()
 
 
-def test_stale_etag_writer_rejected(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+def test_stale_etag_writer_rejected(s3: S3, tmp_path: Path) -> None:
     seed = _store(s3, tmp_path)
     seed.read()
     seed.write(State.new())
@@ -92,7 +92,7 @@ def test_stale_etag_writer_rejected(s3: S3, tmp_path: Path) -> None:  # noqa: F8
     assert s3.body(KEY) == written
 
 
-def test_first_write_rejected_when_state_appeared(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+def test_first_write_rejected_when_state_appeared(s3: S3, tmp_path: Path) -> None:
     late, early = _store(s3, tmp_path), _store(s3, tmp_path)
     assert late.read() is None
     assert early.read() is None
@@ -104,7 +104,7 @@ def test_first_write_rejected_when_state_appeared(s3: S3, tmp_path: Path) -> Non
     assert s3.body(KEY) == written
 
 
-def test_write_keeps_first_read_as_backup(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+def test_write_keeps_first_read_as_backup(s3: S3, tmp_path: Path) -> None:
     seed = _store(s3, tmp_path)
     seed.read()
     seed.write(State.new())
@@ -121,7 +121,7 @@ def test_write_keeps_first_read_as_backup(s3: S3, tmp_path: Path) -> None:  # no
     assert b'"serial": 2' in s3.body(KEY)
 
 
-def test_lock_refuses_second_holder(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+def test_lock_refuses_second_holder(s3: S3, tmp_path: Path) -> None:
     holder, waiter = _store(s3, tmp_path), _store(s3, tmp_path)
 
     with holder.lock("volplan apply"), pytest.raises(LockError) as raised:
@@ -135,10 +135,10 @@ def test_lock_refuses_second_holder(s3: S3, tmp_path: Path) -> None:  # noqa: F8
         assert expired_holder is None
 
 
-def test_expired_lease_taken_over(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+def test_expired_lease_taken_over(s3: S3, tmp_path: Path) -> None:
     objects = _objects(s3)
     crashed = LeaseLock(objects, f"{KEY}.lock", s3.url(KEY), lease_seconds=3)
-    # What a holder that crashed leaves behind: its record, which nobody renews any more.
+    # A crashed holder leaves its record behind, and no heartbeat renews it.
     mine = new_lock_info("volplan apply")
     objects.put(f"{KEY}.lock", crashed._body(mine), if_none_match=True)
     assert crashed.status().held
@@ -148,7 +148,7 @@ def test_expired_lease_taken_over(s3: S3, tmp_path: Path) -> None:  # noqa: F811
     assert s3.keys(f"{KEY}.lock") == []
 
 
-def test_journal_entries_fold_in_order(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+def test_journal_entries_fold_in_order(s3: S3, tmp_path: Path) -> None:
     store = _store(s3, tmp_path)
     journal = store.open_journal("6f1c2a0e-3d4b-4c5d-9e8f-0a1b2c3d4e5f")
     seq = journal.intent("volume.data", "create", "token-1", {"address": "volume.data", "id": ""})

@@ -35,6 +35,8 @@ force_option = click.option(
 def pull(options: GlobalOptions, file: str, force: bool) -> int:
     """Copy the state to the local FILE byte for byte, or print it when FILE is - or omitted.
 
+    FILE is relative to the project folder (-C).
+
     An existing FILE is replaced only by a state of its lineage with a serial at least as new.
 
     \b
@@ -55,7 +57,7 @@ def pull(options: GlobalOptions, file: str, force: bool) -> int:
     if file == STDIO:
         click.echo(text, nl=False)
         return 0
-    path = Path(file).absolute()
+    path = _local_path(options, file)
     local = LocalStateStore(path)
     if not force and not check_replacement(local.read(), remote, target=str(path), source=source):
         Output(color_enabled(options)).echo(
@@ -81,6 +83,8 @@ def pull(options: GlobalOptions, file: str, force: bool) -> int:
 def push(options: GlobalOptions, file: str, force: bool, lock_timeout: float) -> int:
     """Replace the state with the local FILE byte for byte (- reads standard input).
 
+    FILE is relative to the project folder (-C).
+
     The state is replaced only by a state of its lineage with a newer serial, while holding
     the state lock.
 
@@ -88,7 +92,7 @@ def push(options: GlobalOptions, file: str, force: bool, lock_timeout: float) ->
     Example:
       volplan --state s3://team-state/prod/volplan.state.json state push volplan.state.json
     """
-    source = "standard input" if file == STDIO else str(Path(file).absolute())
+    source = "standard input" if file == STDIO else str(_local_path(options, file))
     text = _read_local(file, source)
     incoming = parse_state(text, source)
     workspace = make_workspace(options)
@@ -109,9 +113,14 @@ def push(options: GlobalOptions, file: str, force: bool, lock_timeout: float) ->
     return 0
 
 
+def _local_path(options: GlobalOptions, file: str) -> Path:
+    """Resolve FILE as -f does: relative to the project folder."""
+    return options.directory.absolute() / file
+
+
 def _read_local(file: str, source: str) -> str:
     try:
-        raw = sys.stdin.buffer.read() if file == STDIO else Path(file).read_bytes()
+        raw = sys.stdin.buffer.read() if file == STDIO else Path(source).read_bytes()
     except OSError as error:
         raise UsageError(
             "State file unreadable", f"{source}: {error.strerror}. Pass the path of a state file."
