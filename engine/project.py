@@ -12,6 +12,7 @@ from engine.config import VolumeConfiguration, parse_configuration
 from engine.documents import Document, load_document
 from engine.errors import ConfigError, ConfigIssue, UsageError
 from engine.run_config import RunConfiguration
+from engine.state_settings import StateSettings, read_state_settings
 from providers.registry import PROVIDER_KINDS
 
 CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
@@ -47,7 +48,7 @@ class ProviderSettings:
 @dataclass
 class Settings:
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
+    state: StateSettings = field(default_factory=StateSettings)
     moved: list[tuple[str, str]] = field(default_factory=list)
     protect: list[str] = field(default_factory=list)
     # The volplan.yml line of each protect: entry, for messages that name it.
@@ -275,7 +276,7 @@ def _read_state_settings(document: Document, value: Any, settings: Settings, iss
             document.issue(("state",), "must be a mapping", value=value, fix="Write state: {path: volplan.state.json}.")
         )
         return
-    settings.state = dict(value)
+    settings.state = read_state_settings(document, value, issues)
 
 
 def _read_moved(document: Document, value: Any, settings: Settings, issues: list[ConfigIssue]) -> None:

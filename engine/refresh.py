@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from engine.drift import Drift, ProviderFacts, find_drift, refreshed_state
 from engine.recovery import recover_journal
 from engine.workflow import Workspace, refresh, refresh_nodes, settle_upgrade
-from state.journal import read_journal
 from state.locking import LockInfo
 from state.model import State
 
@@ -48,7 +47,7 @@ class RefreshOutcome:
 def inspect_drift(workspace: Workspace) -> DriftReport:
     """Refresh the state in memory and compare it with the providers. Writes nothing."""
     state = workspace.store.read()
-    journal = read_journal(workspace.store.journal_path)
+    journal = workspace.store.read_journal()
     recovered: list[str] = []
     if journal is not None and not journal.empty:
         state, recovered = recover_journal(state, journal, workspace.providers)
@@ -88,7 +87,7 @@ def refresh_state(
 
         final.serial = (on_disk.serial if on_disk else 0) + 1
         workspace.store.write(final)
-        workspace.store.journal_path.unlink(missing_ok=True)
+        workspace.store.remove_journal()
         log.info("refreshed %d records of %s", len(report.drifted_addresses), workspace.store.describe())
         outcome.state_written = True
         return outcome

@@ -21,7 +21,7 @@ from engine.executor import Poll, StepOutcome
 from engine.units import format_duration
 from providers.base import MountSpec, NodeFacts, NodeSpec, Provider
 from providers.registry import ProviderSet
-from state.journal import Journal
+from state.storage import JournalWriter
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class RunSteps:
     def __init__(
         self,
         providers: ProviderSet,
-        journal: Journal,
+        journal: JournalWriter,
         lineage: str,
         record: Recorder,
         latest: Callable[[str], Record | None],

@@ -21,7 +21,6 @@ from engine.targeting import check_address, selects
 from engine.volume_config import is_volume_name
 from engine.workflow import Workspace
 from providers.base import VolumeFacts
-from state.journal import read_journal
 from state.locking import LockInfo
 from state.model import State
 
@@ -41,7 +40,7 @@ def read_state(workspace: Workspace) -> State:
 def _no_state(workspace: Workspace) -> StateError:
     return StateError(
         "No state",
-        f"{workspace.store.path} does not exist, so there is nothing to show or change. "
+        f"{workspace.store.describe()} does not exist, so there is nothing to show or change. "
         "Pass -C DIR or --state PATH if the state is elsewhere.",
     )
 
@@ -62,11 +61,11 @@ def edit_state(
     with workspace.store.lock(command, lock_timeout) as dead_holder:
         if on_lock is not None:
             on_lock(dead_holder)
-        journal = read_journal(workspace.store.journal_path)
+        journal = workspace.store.read_journal()
         if journal is not None and not journal.empty:
             raise StateError(
                 "Interrupted apply pending",
-                f"{workspace.store.journal_path} holds the steps of an interrupted apply. Run volplan refresh "
+                f"{workspace.store.describe_journal()} holds the steps of an interrupted apply. Run volplan refresh "
                 "first, which records them in the state, then run this command again.",
             )
         state = workspace.store.read()

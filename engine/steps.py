@@ -19,7 +19,8 @@ from engine.run_planner import RUN_KINDS
 from engine.run_steps import RunSteps, node_record_from_facts
 from providers.base import NodeFacts, VolumeFacts, VolumeSpec
 from providers.registry import ProviderSet
-from state.journal import Intent, Journal
+from state.journal import Intent
+from state.storage import JournalWriter
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def record_from_facts(after: Record, facts: VolumeFacts) -> Record:
 class StepRunner:
     """Runs changes against providers; every result goes to the journal and to `results`."""
 
-    def __init__(self, providers: ProviderSet, journal: Journal, lineage: str, events: Events | None = None) -> None:
+    def __init__(
+        self, providers: ProviderSet, journal: JournalWriter, lineage: str, events: Events | None = None
+    ) -> None:
         self.providers = providers
         self.journal = journal
         self.lineage = lineage

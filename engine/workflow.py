@@ -28,10 +28,10 @@ from engine.run_planner import RunScope
 from engine.steps import StepRunner
 from providers.base import Capabilities, NodeFacts, VolumeFacts
 from providers.registry import ProviderSet
-from state.journal import Intent, Journal, JournalContents, fold_results, keep_only_intents, read_journal
+from state.journal import Intent, JournalContents, fold_results
 from state.migrations import STATE_VERSION, decide_external
 from state.model import State
-from state.store import LocalStateStore, fsync_directory
+from state.storage import JournalWriter, StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Workspace:
     """Where a command works: the project folder, the state store and the providers."""
 
     root: Path
-    store: LocalStateStore
+    store: StateStore
     providers: ProviderSet
 
 
@@ -91,7 +91,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
     state = workspace.store.read()
     # Settling an upgrade changes records in place; folding a journal makes a copy.
     read_state = state.copy() if state is not None and state.migration is not None else state
-    journal = read_journal(workspace.store.journal_path)
+    journal = workspace.store.read_journal()
     recovered: list[str] = []
     if journal is not None and not journal.empty:
         state, recovered = recovery.recover_journal(state, journal, workspace.providers)
@@ -272,7 +272,7 @@ def apply_saved(
         if on_lock is not None:
             on_lock(stale_holder)
         state = workspace.store.read()
-        journal = read_journal(workspace.store.journal_path)
+        journal = workspace.store.read_journal()
         reason = stale_reason(saved.binding, state, journal is not None and not journal.empty)
         if reason is not None:
             raise PlanError(
@@ -326,24 +326,24 @@ def _write_before_steps(workspace: Workspace, state: State) -> None:
     except OSError as error:
         raise VolplanError(
             "Failed to save the state",
-            f"writing {workspace.store.path} failed ({error.strerror}) before any change was made. "
+            f"writing {workspace.store.describe()} failed ({error.strerror}) before any change was made. "
             "Fix the cause (permissions, free space), then run the command again.",
         ) from None
 
 
-def _open_journal(workspace: Workspace, lineage: str) -> Journal:
+def _open_journal(workspace: Workspace, lineage: str) -> JournalWriter:
     try:
-        return Journal(workspace.store.journal_path, lineage)
+        return workspace.store.open_journal(lineage)
     except OSError as error:
         raise VolplanError(
             "Failed to open the journal",
-            f"opening {workspace.store.journal_path} failed ({error.strerror}) before any change was made. "
+            f"opening {workspace.store.describe_journal()} failed ({error.strerror}) before any change was made. "
             "Fix the cause (permissions, free space), then run the command again.",
         ) from None
 
 
 def _adopt_failed_creates(
-    workspace: Workspace, journal: Journal, runner: StepRunner, outcome: ApplyOutcome
+    workspace: Workspace, journal: JournalWriter, runner: StepRunner, outcome: ApplyOutcome
 ) -> list[Intent]:
     """Record the volumes that failed creates made after all; return the intents still unknown.
 
@@ -382,36 +382,42 @@ def _save(workspace: Workspace, state: State, results: list[tuple[str, Record | 
     except OSError as error:
         # The journal stays, so the next command recovers these results even if this copy is lost.
         raise _save_failed(workspace, final, error, outcome) from None
+    except StateWriteError as error:
+        outcome.errored_state_path = workspace.store.write_errored(final)
+        raise StateWriteError(
+            error.title,
+            f"{error.detail}\nThe new state, with every change this apply made, was saved to "
+            f"{outcome.errored_state_path}. Compare it with the stored state, then put it in place with "
+            f"'volplan state push {outcome.errored_state_path}'.",
+        ) from None
     outcome.state_written = True
 
 
 def _save_failed(workspace: Workspace, final: State, error: OSError, outcome: ApplyOutcome) -> VolplanError:
-    journal = workspace.store.journal_path
+    journal = workspace.store.describe_journal()
     try:
         outcome.errored_state_path = workspace.store.write_errored(final)
     except OSError as second:
         return VolplanError(
             "Failed to save the state",
-            f"writing {workspace.store.path} failed ({error.strerror}), and so did writing "
-            f"{workspace.store.errored_path} ({second.strerror}). Nothing is lost: the journal {journal} records "
-            "every change this apply made. Fix the cause, then run 'volplan plan' to see them recovered.",
+            f"writing {workspace.store.describe()} failed ({error.strerror}), and so did saving a copy "
+            f"({second.strerror}). Nothing is lost: the journal {journal} records every change this apply "
+            "made. Fix the cause, then run 'volplan plan' to see them recovered.",
         )
     return VolplanError(
         "Failed to save the state",
-        f"writing {workspace.store.path} failed ({error.strerror}); the new state was saved to "
-        f"{outcome.errored_state_path}. Fix the cause, then move that file to {workspace.store.path}. "
+        f"writing {workspace.store.describe()} failed ({error.strerror}); the new state was saved to "
+        f"{outcome.errored_state_path}. Fix the cause, then move that file to {workspace.store.describe()}. "
         f"Until then, the journal {journal} keeps every change, and the next command recovers them.",
     )
 
 
 def _settle_journal(workspace: Workspace, lineage: str, unresolved: list[Intent]) -> None:
     """Once the state holds every result, drop the journal or keep only what is still unknown."""
-    path = workspace.store.journal_path
     if unresolved:
-        keep_only_intents(path, lineage, unresolved)
+        workspace.store.keep_journal_intents(lineage, unresolved)
     else:
-        path.unlink(missing_ok=True)
-        fsync_directory(path.parent)
+        workspace.store.remove_journal()
 
 
 def _finish_recovery(workspace: Workspace, project: Project, prepared: Prepared) -> None:
@@ -438,8 +444,8 @@ def _persist_recovery(workspace: Workspace, prepared: Prepared) -> None:
             except OSError as error:
                 raise VolplanError(
                     "Failed to save the recovered state",
-                    f"writing {workspace.store.path} failed ({error.strerror}). Nothing was changed, and the "
-                    f"journal {workspace.store.journal_path} still records what the interrupted apply did. "
-                    "Fix the cause, then run the command again.",
+                    f"writing {workspace.store.describe()} failed ({error.strerror}). Nothing was changed, and "
+                    f"the journal {workspace.store.describe_journal()} still records what the interrupted apply "
+                    "did. Fix the cause, then run the command again.",
                 ) from None
-    workspace.store.journal_path.unlink(missing_ok=True)
+    workspace.store.remove_journal()

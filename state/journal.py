@@ -1,11 +1,14 @@
 """The write-ahead journal: an append-only record of in-flight and finished provider calls.
 
-Before a call that creates or destroys something, an `intent` line records the address, the
-action and the idempotency token. When the call returns, a `done` line records the resource as
-it now is (or its removal). Each line is flushed with fsync before anything depends on it, so
-a step is durable at a cost that does not grow with the state. At the end of an apply the
-journal is folded into the state file and removed, except for intents whose outcome is still
-unknown: those stay for the next command to look up by token.
+Before a call that creates or destroys something, an `intent` entry records the address, the
+action and the idempotency token. When the call returns, a `done` entry records the resource as
+it now is (or its removal). Each entry is made durable before anything depends on it, so a step
+is recorded at a cost that does not grow with the state. At the end of an apply the journal is
+folded into the state and removed, except for intents whose outcome is still unknown: those
+stay for the next command to look up by token.
+
+The local journal is one file with one JSON line per entry; the S3 journal keeps one object per
+entry (state/object_journal.py). Both are read by `parse_journal`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,8 +25,8 @@ from typing import Any
 
 from engine.actions import Action
 from engine.errors import StateError
+from state.files import FILE_MODE, fsync_directory, write_file_atomically
 from state.model import Record, State
-from state.store import FILE_MODE, fsync_directory, write_file_atomically
 
 log = logging.getLogger(__name__)
 
@@ -57,33 +61,39 @@ class JournalContents:
 
 
 def read_journal(path: Path) -> JournalContents | None:
-    """Read a journal left by an earlier command, or None when there is none.
-
-    A torn last line (a crash during the write) is ignored: its step never reported done.
-    """
+    """Read a journal file left by an earlier command, or None when there is none."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    return parse_journal((f"{path}:{number}", line) for number, line in enumerate(raw.split(b"\n"), start=1))
 
+
+def parse_journal(entries: Iterable[tuple[str, bytes]]) -> JournalContents:
+    """Fold journal entries, in the order they were written, into results and pending intents.
+
+    Each entry comes with the place it was read from (`file:line`, or an object's URL), for
+    error messages. An entry that is not JSON is skipped with a warning: it can only be the
+    torn last write of a crash, whose step never reported done.
+    """
     contents = JournalContents(lineage=None)
-    # Sequence numbers restart with each `begin` line, so intents are keyed by (session, seq).
+    # Sequence numbers restart with each `begin` entry, so intents are keyed by (session, seq).
     intents: dict[tuple[int, int], Intent] = {}
     session = 0
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    for where, line in entries:
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
         except ValueError:
-            log.warning("ignoring unreadable journal line %d of %s", number, path)
+            log.warning("ignoring unreadable journal entry %s", where)
             continue
         try:
-            session = _read_entry(entry, contents, intents, session, path, number)
+            session = _read_entry(entry, contents, intents, session, where)
         except (KeyError, TypeError):
             raise StateError(
                 "Damaged journal",
-                f"{path}:{number} is missing fields. Restore the journal from a backup, or move it away "
+                f"{where} is missing fields. Restore the journal from a backup, or move it away "
                 "and run 'volplan plan' to compare the state with the provider.",
             ) from None
 
@@ -92,26 +102,21 @@ def read_journal(path: Path) -> JournalContents | None:
 
 
 def _read_entry(
-    entry: Any,
-    contents: JournalContents,
-    intents: dict[tuple[int, int], Intent],
-    session: int,
-    path: Path,
-    number: int,
+    entry: Any, contents: JournalContents, intents: dict[tuple[int, int], Intent], session: int, where: str
 ) -> int:
-    """Apply one journal line to `contents`; return the session number the next line belongs to."""
+    """Apply one journal entry to `contents`; return the session number the next entry belongs to."""
     if not isinstance(entry, dict):
-        raise StateError("Damaged journal", f"{path}:{number} is not a JSON object. {_MOVE_AWAY}")
+        raise StateError("Damaged journal", f"{where} is not a JSON object. {_MOVE_AWAY}")
     kind = entry.get("op")
     if kind not in _OPERATIONS:
         raise StateError(
             "Damaged journal",
-            f"{path}:{number}: unknown op {json.dumps(kind)}, expected one of {', '.join(_OPERATIONS)}. {_MOVE_AWAY}",
+            f"{where}: unknown op {json.dumps(kind)}, expected one of {', '.join(_OPERATIONS)}. {_MOVE_AWAY}",
         )
     if kind == "intent" and entry.get("action") not in _JOURNALED_ACTIONS:
         raise StateError(
             "Damaged journal",
-            f"{path}:{number}: unknown action {json.dumps(entry.get('action'))}, expected one of "
+            f"{where}: unknown action {json.dumps(entry.get('action'))}, expected one of "
             f"{', '.join(_JOURNALED_ACTIONS)}. {_MOVE_AWAY}",
         )
     if kind == "begin":
@@ -127,16 +132,6 @@ def _read_entry(
     return session
 
 
-def keep_only_intents(path: Path, lineage: str, intents: list[Intent]) -> None:
-    """Replace the journal with just `intents`, once every result it held is in the state.
-
-    These are calls whose outcome is unknown (a create that raised may still have made its
-    volume), so the next command looks them up again by token.
-    """
-    entries = [{"op": "begin", "lineage": lineage, "time": _now()}] + [_intent_entry(intent) for intent in intents]
-    write_file_atomically(path, "".join(_line(entry).decode() for entry in entries))
-
-
 def fold_results(state: State, results: list[tuple[str, Record | None]]) -> State:
     """Return a copy of `state` with journal results applied in order."""
     folded = state.copy()
@@ -148,20 +143,78 @@ def fold_results(state: State, results: list[tuple[str, Record | None]]) -> Stat
     return folded
 
 
+def begin_entry(lineage: str) -> dict[str, Any]:
+    return {"op": "begin", "lineage": lineage, "time": _now()}
+
+
+def intent_entry(intent: Intent) -> dict[str, Any]:
+    return {
+        "op": "intent",
+        "seq": intent.seq,
+        "address": intent.address,
+        "action": intent.action,
+        "token": intent.token,
+        "record": intent.record,
+        "time": intent.time,
+    }
+
+
+def done_entry(seq: int | None, address: str, record: Record | None) -> dict[str, Any]:
+    return {"op": "done", "seq": seq if seq is not None else -1, "address": address, "record": record}
+
+
+def encode_entry(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def keep_only_intents(path: Path, lineage: str, intents: list[Intent]) -> None:
+    """Replace a journal file with just `intents`, once every result it held is in the state.
+
+    These are calls whose outcome is unknown (a create that raised may still have made its
+    volume), so the next command looks them up again by token.
+    """
+    entries = [begin_entry(lineage)] + [intent_entry(intent) for intent in intents]
+    write_file_atomically(path, "".join(encode_entry(entry).decode() for entry in entries))
+
+
+class IntentTracker:
+    """The intents of one journal session that have no `done` entry yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._open: dict[int, Intent] = {}
+
+    def new(self, address: str, action: str, token: str, record: Record | None) -> Intent:
+        with self._lock:
+            self._seq += 1
+            intent = Intent(self._seq, address, action, token, _now(), record)
+            self._open[intent.seq] = intent
+        return intent
+
+    def close(self, seq: int | None) -> None:
+        with self._lock:
+            self._open.pop(seq if seq is not None else -1, None)
+
+    def open_intents(self) -> list[Intent]:
+        """Intents of this session without a `done` entry: calls that failed or never returned."""
+        with self._lock:
+            return [self._open[seq] for seq in sorted(self._open)]
+
+
 class Journal:
-    """An open journal that the executor appends to from several threads."""
+    """An open journal file that the executor appends to from several threads."""
 
     def __init__(self, path: Path, lineage: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._seq = 0
-        self._open: dict[int, Intent] = {}
+        self._intents = IntentTracker()
         existed = path.exists()
         self._descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
         if not existed:
             fsync_directory(path.parent)
         self._end_torn_line()
-        self._append({"op": "begin", "lineage": lineage, "time": _now()})
+        self._append(begin_entry(lineage))
 
     def _end_torn_line(self) -> None:
         """Terminate a last line that a killed writer left without its newline.
@@ -174,27 +227,19 @@ class Journal:
 
     def intent(self, address: str, action: str, token: str, record: Record | None) -> int:
         """Record a call about to be made; `record` is what the resource will be if it succeeds."""
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-        intent = Intent(seq, address, action, token, _now(), record)
-        self._append(_intent_entry(intent))
-        with self._lock:
-            self._open[seq] = intent
-        return seq
+        intent = self._intents.new(address, action, token, record)
+        self._append(intent_entry(intent))
+        return intent.seq
 
     def done(self, seq: int | None, address: str, record: Record | None) -> None:
-        self._append({"op": "done", "seq": seq if seq is not None else -1, "address": address, "record": record})
-        with self._lock:
-            self._open.pop(seq if seq is not None else -1, None)
+        self._append(done_entry(seq, address, record))
+        self._intents.close(seq)
 
     def open_intents(self) -> list[Intent]:
-        """Intents of this session without a `done` line: calls that failed or never returned."""
-        with self._lock:
-            return [self._open[seq] for seq in sorted(self._open)]
+        return self._intents.open_intents()
 
     def _append(self, entry: dict[str, Any]) -> None:
-        line = _line(entry)
+        line = encode_entry(entry)
         with self._lock:
             os.write(self._descriptor, line)
             os.fsync(self._descriptor)
@@ -206,22 +251,6 @@ class Journal:
         self.close()
         self.path.unlink(missing_ok=True)
         fsync_directory(self.path.parent)
-
-
-def _intent_entry(intent: Intent) -> dict[str, Any]:
-    return {
-        "op": "intent",
-        "seq": intent.seq,
-        "address": intent.address,
-        "action": intent.action,
-        "token": intent.token,
-        "record": intent.record,
-        "time": intent.time,
-    }
-
-
-def _line(entry: dict[str, Any]) -> bytes:
-    return (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 def _now() -> str:

@@ -154,7 +154,7 @@ class FileLock:
 
     def force_unlock(self, lock_id: str, confirm: Callable[[LockInfo], bool]) -> LockInfo | None:
         status = self.status()
-        holder = _matching_holder(status, lock_id, self.state_path)
+        holder = matching_holder(status, lock_id, self.state_path)
         if status.held:
             raise LockError(
                 "Lock held by a running process",
@@ -204,7 +204,8 @@ class FileLock:
         )
 
 
-def _matching_holder(status: LockStatus, lock_id: str, state_path: Path) -> LockInfo:
+def matching_holder(status: LockStatus, lock_id: str, state_path: str | Path) -> LockInfo:
+    """Return the holder of the lock `lock_id`; raises LockError when the lock is free or another."""
     holder = status.holder
     if holder is None and status.held:
         raise LockError(

@@ -1,4 +1,4 @@
-"""Local state storage: atomic writes, a backup of the state as first read, and an OS lock.
+"""Local state storage: atomic writes, a backup of the state as first read, an OS lock and the journal.
 
 A write goes to a temporary file in the same folder, is flushed with fsync and then renamed
 over the state with `os.replace`, so a crash leaves either the old or the new file, never a
@@ -10,43 +10,20 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import uuid
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.errors import StateError
-from state.locking import FILE_MODE, FileLock, LockInfo
+from state.files import FILE_MODE, fsync_directory, write_file_atomically
+from state.journal import Intent, Journal, JournalContents, keep_only_intents, read_journal
+from state.locking import FileLock, LockInfo
 from state.migrations import Migration
 from state.model import State, parse_state
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FILE_MODE", "LocalStateStore", "fsync_directory", "write_file_atomically"]
-
-
-def write_file_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that readers see the old or the new content, never a mix."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
-def fsync_directory(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class LocalStateStore:
@@ -106,13 +83,17 @@ class LocalStateStore:
         When reading upgraded the state, the file as read is also kept in a dated backup that
         later commands never overwrite.
         """
+        self.write_text(state.to_text())
+        log.info("wrote state %s (serial %d, %d resources)", self.path, state.serial, len(state.resources))
+
+    def write_text(self, text: str) -> None:
+        """Replace the state file with `text` exactly, after the same backups as `write`."""
         if not self._backup_written and self._first_read_text is not None:
             if self._first_read_migration is not None:
                 self._write_upgrade_backup(self._first_read_migration, self._first_read_text)
             write_file_atomically(self.backup_path, self._first_read_text)
             self._backup_written = True
-        write_file_atomically(self.path, state.to_text())
-        log.info("wrote state %s (serial %d, %d resources)", self.path, state.serial, len(state.resources))
+        write_file_atomically(self.path, text)
 
     def _write_upgrade_backup(self, migration: Migration, text: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -143,3 +124,19 @@ class LocalStateStore:
     def lock(self, command: str, timeout: float = 0.0) -> AbstractContextManager[LockInfo | None]:
         """Hold the state lock for a block; yields the record of a dead previous holder, if any."""
         return self.state_lock.hold(command, timeout)
+
+    def read_journal(self) -> JournalContents | None:
+        return read_journal(self.journal_path)
+
+    def open_journal(self, lineage: str) -> Journal:
+        return Journal(self.journal_path, lineage)
+
+    def remove_journal(self) -> None:
+        self.journal_path.unlink(missing_ok=True)
+        fsync_directory(self.journal_path.parent)
+
+    def keep_journal_intents(self, lineage: str, intents: list[Intent]) -> None:
+        keep_only_intents(self.journal_path, lineage, intents)
+
+    def describe_journal(self) -> str:
+        return str(self.journal_path)

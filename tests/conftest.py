@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from engine.cli import cli
 from providers.local import LocalProvider
+from tests.s3_server import aws_env, moto_endpoint, s3  # noqa: F401  (fixtures for the S3 state tests)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import click
 from engine import __version__
 from engine.argv import normalise
 from engine.cli.cleanup import cleanup
-from engine.cli.common import STATE_FILE, GlobalOptions, Output, error_text, wants_color
+from engine.cli.common import GlobalOptions, Output, error_text, wants_color
 from engine.cli.drift import drift, refresh
 from engine.cli.graph import graph
 from engine.cli.locks import force_unlock
@@ -25,9 +25,11 @@ from engine.cli.runs import start, stop
 from engine.cli.show import show
 from engine.cli.state_commands import import_command, state
 from engine.cli.state_merge import merge_command
+from engine.cli.state_sync import pull, push
 from engine.cli.validate import validate
 from engine.cli.volume import volume
 from engine.errors import VolplanError
+from engine.state_settings import STATE_FILE
 
 # Longer than any command's first sentence, so the command list never cuts one.
 _SHORT_HELP_LIMIT = 200
@@ -115,7 +117,11 @@ def _report_bug() -> None:
     help="Project folder to work in; FILE arguments are relative to it.  [default: the current folder]",
 )
 @click.option(
-    "--state", "state", metavar="PATH", default=None, help=f"State file.  [default: {STATE_FILE} in the project folder]"
+    "--state",
+    "state",
+    metavar="PATH|s3://BUCKET/KEY",
+    default=None,
+    help=f"State file or S3 object (default: volplan.yml's state: section, else {STATE_FILE} in the project folder).",
 )
 @click.option(
     "--provider",
@@ -173,6 +179,8 @@ for command in (
 ):
     cli.add_command(command)
 state.add_command(merge_command)
+state.add_command(pull)
+state.add_command(push)
 
 
 def main() -> None:

@@ -13,12 +13,10 @@ import click
 
 from engine.errors import ConfigError, ConfigIssue, UsageError, VolplanError
 from engine.project import Project, Settings, load_project, load_settings
+from engine.state_settings import open_state_store
 from engine.units import UnitError, parse_duration
 from engine.workflow import Workspace
 from providers.registry import ProviderSet, parse_provider_flag
-from state.store import LocalStateStore
-
-STATE_FILE = "volplan.state.json"
 
 
 @dataclass
@@ -89,13 +87,8 @@ def parse_duration_option(ctx: click.Context, param: click.Parameter, value: str
 
 def make_workspace(options: GlobalOptions, project: Project | None = None) -> Workspace:
     root = options.directory.absolute()
-    state_path = Path(options.state) if options.state else root / STATE_FILE
-    if options.state and options.state.startswith("s3://"):
-        raise UsageError(
-            "S3 state not available", "this volplan reads and writes local state files only; pass --state PATH."
-        )
-    if not state_path.is_absolute():
-        state_path = Path.cwd() / state_path
+    project_settings = project.settings if project is not None else load_project_settings(root)
+    store = open_state_store(root, options.state, project_settings.state)
 
     providers = ProviderSet()
     if project is not None:
@@ -105,7 +98,7 @@ def make_workspace(options: GlobalOptions, project: Project | None = None) -> Wo
     for flag in options.providers:
         backend, kind = parse_provider_flag(flag)
         providers.kinds[backend] = kind
-    return Workspace(root, LocalStateStore(state_path), providers)
+    return Workspace(root, store, providers)
 
 
 def load(options: GlobalOptions, files: tuple[str, ...]) -> Project:

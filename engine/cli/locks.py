@@ -26,7 +26,8 @@ def force_unlock(options: GlobalOptions, lock_id: str, auto_approve: bool, allow
 
     A local state's lock is an operating-system lock: it ends with its process, and this
     command only clears the record that a dead holder left. A lock whose holder still runs is
-    never taken.
+    never taken. An S3 state's lock is a lease object, which this command deletes at once,
+    even while its holder runs.
 
     \b
     Example:

@@ -44,7 +44,7 @@ def show(options: GlobalOptions, file: Path | None, as_json: bool) -> int:
     if file is None:
         store = make_workspace(options).store
         state = store.read()
-        origin = store.path
+        origin: str | Path = store.describe()
     else:
         document = read_shown_file(options.directory / file)
         if isinstance(document, Plan):
@@ -93,7 +93,7 @@ def _looks_like_state(text: str) -> bool:
     return isinstance(data, dict) and "lineage" in data and "resources" in data
 
 
-def render_state(state: State | None, origin: Path, output: Output) -> str:
+def render_state(state: State | None, origin: str | Path, output: Output) -> str:
     if state is None:
         return f"No state: {origin} does not exist yet. volplan apply creates it."
     count = len(state.resources)

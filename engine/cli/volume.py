@@ -114,7 +114,7 @@ def _find(workspace: Workspace, name: str, refresh: bool) -> VolumeRow:
     if not rows:
         raise UsageError(
             "Volume not found",
-            f"the state {workspace.store.path} has no volume {name}. volplan volume list shows the volumes it has.",
+            f"the state {workspace.store.describe()} has no volume {name}. volplan volume list shows the volumes it has.",
         )
     return rows[0]
 
