@@ -73,6 +73,8 @@ def stale_reason(binding: StateBinding, state: State | None, journal_pending: bo
 
 def write_plan_file(path: Path, saved: SavedPlan) -> None:
     """Write `saved` atomically with mode 0600; check first that reading it back loses nothing."""
+    if path.name in ("", ".", ".."):
+        raise UsageError("Cannot write the plan file", f"{str(path)!r} names no file. Pass --out FILE.")
     document = plan_to_json(saved)
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     if plan_from_json(json.loads(text), str(path)) != saved:

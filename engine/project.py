@@ -4,12 +4,13 @@ resources those files ask for."""
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.config import VolumeConfiguration, parse_configuration
-from engine.documents import Document, load_document
+from engine.documents import MAX_FILE_BYTES, Document, load_document
 from engine.errors import ConfigError, ConfigIssue, UsageError
 from engine.run_config import RunConfiguration
 from providers.registry import PROVIDER_KINDS
@@ -145,11 +146,44 @@ def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
 
 
 def _read(root: Path, file: str) -> tuple[Document | None, list[ConfigIssue]]:
-    try:
-        raw = (root / file).read_bytes()
-    except OSError as error:
-        return None, [ConfigIssue(file, None, None, "", None, f"cannot be read ({error.strerror})")]
+    raw, issue = read_config_bytes(root, file)
+    if issue is not None:
+        return None, [issue]
     return load_document(file, raw)
+
+
+def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]:
+    """Read a configuration file of the project, at most MAX_FILE_BYTES of it.
+
+    A link that leads outside the project folder, and anything but a regular file (a FIFO
+    would block, /dev/zero would never end), is an issue instead of being read.
+    """
+    path = root / file
+    try:
+        target = path.resolve(strict=True)
+        if not target.is_relative_to(root.resolve()):
+            return b"", _read_issue(file, f"is a symbolic link to {target}, outside the project folder", _LINK_FIX)
+        with open(path, "rb", opener=_open_nonblocking) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return b"", _read_issue(file, "is not a regular file", "Replace it with a YAML file.")
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        return b"", _read_issue(file, f"cannot be read ({error.strerror or type(error).__name__})", "")
+    except RuntimeError:
+        # pathlib raises RuntimeError for a loop of symbolic links.
+        return b"", _read_issue(file, "is a loop of symbolic links", _LINK_FIX)
+    return raw, None
+
+
+_LINK_FIX = "Keep configuration files inside the project folder, or run volplan with -C pointing at their folder."
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _read_issue(file: str, problem: str, fix: str) -> ConfigIssue:
+    return ConfigIssue(file, None, None, "", None, problem, fix)
 
 
 def _add_volume(
@@ -196,10 +230,13 @@ def _add_run(runs: dict[str, DesiredRun], config: RunConfiguration, file: str, i
 
 def load_settings(root: Path, issues: list[ConfigIssue]) -> Settings:
     """Read `volplan.yml`; every key is optional."""
-    path = root / SETTINGS_FILE
-    if not path.is_file():
+    if not (root / SETTINGS_FILE).is_file():
         return Settings()
-    document, file_issues = load_document(SETTINGS_FILE, path.read_bytes())
+    raw, read_issue = read_config_bytes(root, SETTINGS_FILE)
+    if read_issue is not None:
+        issues.append(read_issue)
+        return Settings()
+    document, file_issues = load_document(SETTINGS_FILE, raw)
     issues.extend(file_issues)
     if document is None:
         return Settings()

@@ -20,8 +20,9 @@ from typing import Any
 
 from engine.actions import Action
 from engine.errors import StateError
+from state.locking import open_regular_file
 from state.model import Record, State
-from state.store import FILE_MODE, fsync_directory
+from state.store import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,11 @@ def read_journal(path: Path) -> JournalContents | None:
     A torn last line (a crash during the write) is ignored: its step never reported done.
     """
     try:
-        raw = path.read_bytes()
+        descriptor = open_regular_file(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    with os.fdopen(descriptor, "rb") as handle:
+        raw = handle.read()
 
     contents = JournalContents(lineage=None)
     intents: dict[int, Intent] = {}
@@ -133,7 +136,7 @@ class Journal:
         self._lock = threading.Lock()
         self._seq = 0
         existed = path.exists()
-        self._descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._descriptor = open_regular_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         if not existed:
             fsync_directory(path.parent)
         self._append({"op": "begin", "lineage": lineage, "time": _now()})

@@ -49,6 +49,12 @@ def fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    return "folder" if stat.S_ISDIR(mode) else "special file"
+
+
 class LocalStateStore:
     """A state file on the local file system, with its lock, backup and journal beside it."""
 
@@ -85,7 +91,7 @@ class LocalStateStore:
         if not stat.S_ISREG(info.st_mode):
             raise StateError(
                 "State file is not a regular file",
-                f"{self.path} is a {'symbolic link' if stat.S_ISLNK(info.st_mode) else 'special file'}; "
+                f"{self.path} is a {_file_kind(info.st_mode)}; "
                 "volplan reads and writes only a regular file there. Replace it with the state file itself.",
             )
         try:

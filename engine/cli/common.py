@@ -88,6 +88,11 @@ def make_workspace(options: GlobalOptions, project: Project | None = None) -> Wo
         )
     if not state_path.is_absolute():
         state_path = Path.cwd() / state_path
+    if state_path.name in ("", ".", ".."):
+        raise UsageError(
+            "Invalid value for --state",
+            f"{options.state!r} names a folder, not a file. Pass --state PATH/volplan.state.json.",
+        )
 
     providers = ProviderSet()
     if project is not None:
