@@ -226,7 +226,8 @@ def _check_path(document: Document, at: FieldPath, value: Any, issues: list[Conf
             document.issue(at, problem, value=value, fix="Write an absolute path such as /data, without .. parts.")
         )
         return ""
-    return str(PurePosixPath(value))
+    # PurePosixPath keeps a leading "//" (POSIX leaves its meaning open); a container path does not.
+    return "/" + str(PurePosixPath(value)).lstrip("/")
 
 
 def check_mount_names(

@@ -277,8 +277,18 @@ def _check_power(base: Any, exponent: Any) -> None:
         raise jinja2.exceptions.SecurityError(f"a power above 2**{MAX_POWER_BITS} is not allowed")
 
 
+def _only_text(value: Any) -> Any:
+    """Let an expression print a string or a number only, never a Python object's repr."""
+    if isinstance(value, (str, int, float)) or isinstance(value, jinja2.Undefined):
+        return value
+    if isinstance(value, _DstackVariables):
+        raise TypeError("dstack is a namespace, not a value: write dstack.node_rank")
+    raise TypeError(f"an expression must give a string or a number, not a {type(value).__name__}")
+
+
 def _make_environment() -> _VolumeNameSandbox:
     environment = _VolumeNameSandbox(
+        finalize=_only_text,
         variable_start_string=_VARIABLE_START,
         variable_end_string=_VARIABLE_END,
         # Neither can be opened: a template may not contain NUL.
