@@ -132,8 +132,8 @@ class _Builder:
         return result
 
     def construct_scalar(self, node: ScalarNode) -> Any:
-        # PyYAML's constructors fail in several ways on a tag that does not fit its value
-        # (`!!timestamp volume` raises AttributeError); all of them mean the same to the user.
+        # PyYAML's constructors fail in several ways on a tag that does not fit its value, such
+        # as AttributeError for `!!timestamp volume`. Each means the same to the user.
         try:
             return self.constructor.construct_object(node, deep=True)
         except (ConstructorError, ValueError, TypeError, AttributeError, OverflowError) as error:

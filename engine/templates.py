@@ -216,7 +216,7 @@ class _VolumeNameSandbox(SandboxedEnvironment):
         return isinstance(obj, str) and attr in STRING_METHODS
 
     def wrap_str_format(self, value: Any) -> None:
-        # jinja2 hands out a sandboxed str.format before it asks is_safe_attribute; deny it instead.
+        # jinja2 returns a sandboxed str.format before it calls is_safe_attribute, so deny it here.
         return None
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
@@ -279,7 +279,7 @@ def _check_power(base: Any, exponent: Any) -> None:
 
 def _only_text(value: Any) -> Any:
     """Let an expression print a string or a number only, never a Python object's repr."""
-    if isinstance(value, (str, int, float)) or isinstance(value, jinja2.Undefined):
+    if isinstance(value, (str, int, float, jinja2.Undefined)):
         return value
     if isinstance(value, _DstackVariables):
         raise TypeError("dstack is a namespace, not a value: write dstack.node_rank")

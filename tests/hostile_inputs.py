@@ -1,9 +1,9 @@
 """Fuzz targets for hostile input: strategies, a sandbox project and the checks every case passes.
 
-Each target draws one input with hypothesis, feeds it to volplan, and checks the outcome: the
-project's own error or success, exit code 0, 1 or 2, no traceback or internal-error banner, an
-error located at file and line where the input has lines, and the state file byte-identical
-unless a command that writes the state succeeded on a valid state. `tests/test_fuzz.py` runs
+Each target draws one input with hypothesis, feeds it to volplan, and checks the outcome. It
+must be the project's own error or a success, with exit code 0, 1 or 2 and no traceback or
+internal-error banner. An error names the file, and the line where the input has lines. The
+state file stays byte-identical unless a command that writes it succeeded on a valid state. `tests/test_fuzz.py` runs
 every target with a small budget; `scripts/fuzz.py` runs them with a large one.
 """
 
@@ -383,7 +383,6 @@ STATE_COMMANDS: list[list[str]] = [
     ["volume", "delete", "logs", "-y"],
     ["force-unlock", "0123"],
 ]
-WRITING_COMMANDS = frozenset({"apply", "destroy", "delete", "refresh", "volume delete"})
 
 
 @dataclass(frozen=True)
