@@ -103,7 +103,7 @@ def run_name_for(file: str, config: RunConfiguration) -> str:
 
 def load_project(root: Path, selected: list[str] | None = None) -> Project:
     """Load and check every configuration; all problems of all files raise one ConfigError."""
-    if not root.is_dir():
+    if not _is_folder(root):
         raise UsageError("Project folder not found", f"{root} is not a folder. Pass -C DIR with the project folder.")
 
     files = _resolve_selected(root, selected) if selected else discover_files(root)
@@ -133,7 +133,12 @@ def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
     resolved = []
     for name in selected:
         path = (root / name) if not Path(name).is_absolute() else Path(name)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as error:
+            # is_file() lets errors other than "not found" through, such as a name too long.
+            raise UsageError("Configuration file not found", f"{name[:100]}: {error.strerror}.") from None
+        if not found:
             raise UsageError("Configuration file not found", f"{name} does not exist (looked in {root}).")
         try:
             resolved.append(path.resolve().relative_to(root.resolve()).as_posix())
@@ -143,6 +148,13 @@ def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
                 f"{name} is not inside the project folder {root}. Run volplan with -C pointing at its folder.",
             ) from None
     return sorted(set(resolved))
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _read(root: Path, file: str) -> tuple[Document | None, list[ConfigIssue]]:

@@ -88,6 +88,8 @@ class LocalStateStore:
             info = os.lstat(self.path)
         except FileNotFoundError:
             return None
+        except OSError as error:
+            raise StateError("State file unreadable", f"{self.path}: {error.strerror}.") from None
         if not stat.S_ISREG(info.st_mode):
             raise StateError(
                 "State file is not a regular file",

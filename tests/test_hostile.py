@@ -618,6 +618,9 @@ def test_hostile_file_in_real_process(
         ["--provider", "aws=evil", "plan"],
         ["apply", "-f", "/etc/passwd", "-y"],
         ["destroy", "-input=false"],
+        ["plan", "-f", "x" * 300],
+        ["-C", "x" * 300, "plan"],
+        ["--state", "x" * 300, "plan"],
     ],
 )
 def test_hostile_flags_in_real_process(project: Path, local_root: Path, args: list[str]) -> None:
