@@ -110,7 +110,7 @@ class _Builder:
         self.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
 
         if isinstance(node, ScalarNode):
-            return self.constructor.construct_object(node, deep=True)
+            return self.construct_scalar(node)
         if isinstance(node, SequenceNode):
             return [self.build(item, at + (index,)) for index, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
@@ -123,13 +123,21 @@ class _Builder:
 
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = self.constructor.construct_object(key_node, deep=True)
+            key = self.construct_scalar(key_node) if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 raise _Unsupported(key_node)
             child = at + (str(key),)
             self.key_positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             result[key] = self.build(value_node, child)
         return result
+
+    def construct_scalar(self, node: ScalarNode) -> Any:
+        # PyYAML's constructors fail in several ways on a tag that does not fit its value, such
+        # as AttributeError for `!!timestamp volume`. Each means the same to the user.
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (ConstructorError, ValueError, TypeError, AttributeError, OverflowError) as error:
+            raise _BadScalar(node, error) from None
 
     def report_duplicates(self, node: MappingNode, at: FieldPath) -> None:
         seen: dict[str, int] = {}
@@ -156,6 +164,13 @@ class _Builder:
 
 class _TooLarge(Exception):
     pass
+
+
+class _BadScalar(Exception):
+    def __init__(self, node: ScalarNode, error: Exception) -> None:
+        super().__init__()
+        self.node = node
+        self.error = error
 
 
 class _Unsupported(Exception):
@@ -193,11 +208,34 @@ def load_document(path: str, text: bytes | str) -> tuple[Document | None, list[C
             path, mark.line + 1, mark.column + 1, "", None, "uses a YAML key or tag volplan does not read"
         )
         return None, [issue]
+    except _BadScalar as error:
+        return None, [_scalar_issue(path, error)]
     except (ConstructorError, ValueError, RecursionError) as error:
         return None, [_file_issue(path, f"could not be read as YAML ({type(error).__name__})")]
 
     document = Document(path, data, builder.positions, builder.key_positions)
     return document, builder.issues
+
+
+def _scalar_issue(path: str, error: _BadScalar) -> ConfigIssue:
+    node = error.node
+    mark = node.start_mark
+    tag = node.tag.rsplit(":", 1)[-1]
+    if isinstance(error.error, ConstructorError) and error.error.problem:
+        reason = error.error.problem
+    elif "digits" in str(error.error):
+        reason = "a number with more digits than Python converts"
+    else:
+        reason = f"not a valid {tag}"
+    return ConfigIssue(
+        path,
+        mark.line + 1,
+        mark.column + 1,
+        "",
+        describe_value(node.value),
+        f"has a value that cannot be read ({reason})",
+        "Remove the tag or quote the value.",
+    )
 
 
 def _file_issue(path: str, problem: str, fix: str = "") -> ConfigIssue:

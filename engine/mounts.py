@@ -9,6 +9,7 @@ must be absolute without `..`, and are normalised as dstack normalises them (Pur
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -26,6 +27,9 @@ RESERVED_FOLDER = "workflow"
 NETWORK_MOUNT_KEYS = frozenset({"name", "path"})
 INSTANCE_MOUNT_KEYS = frozenset({"instance_path", "path", "optional"})
 _LAX_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+# Seconds that validating one name template may take across all the node ranks of its run. One
+# rendering is bounded in size by engine.templates; this bounds the product with the node count.
+RENDER_TIME_LIMIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,8 @@ def _check_path(document: Document, at: FieldPath, value: Any, issues: list[Conf
             document.issue(at, problem, value=value, fix="Write an absolute path such as /data, without .. parts.")
         )
         return ""
-    return str(PurePosixPath(value))
+    # PurePosixPath keeps a leading "//" (POSIX leaves its meaning open); a container path does not.
+    return "/" + str(PurePosixPath(value)).lstrip("/")
 
 
 def check_mount_names(
@@ -240,17 +245,26 @@ def check_mount_names(
 
 
 def _template_problem(template: str, ranks: range) -> tuple[str, str] | None:
-    # NOTE: a template with an expression is rendered once per rank, so a task with a very large
-    # `nodes` count and a jinja2 expression (not a plain reference) takes seconds to validate.
+    """Render `template` for every rank (once when it has no expression) within RENDER_TIME_LIMIT."""
+    started = time.monotonic()
     try:
         varies = any(isinstance(part, Expression) for part in split_template(template))
         for rank in ranks if varies else ranks[:1]:
             rendered = render_volume_name(template, rank)
             if not is_volume_name(rendered):
                 return _invalid_rendering(template, rendered, rank, varies)
+            if time.monotonic() - started > RENDER_TIME_LIMIT:
+                return _too_slow(rank, len(ranks))
     except TemplateError as error:
         return error.problem, error.fix
     return None
+
+
+def _too_slow(rank: int, nodes: int) -> tuple[str, str]:
+    return (
+        f"took more than {RENDER_TIME_LIMIT:g} seconds to render for node ranks 0 to {rank} of {nodes}",
+        "Simplify the expression: a plain reference such as $<< dstack.node_rank >> renders at once.",
+    )
 
 
 def _invalid_rendering(template: str, rendered: str, rank: int, varies: bool) -> tuple[str, str]:

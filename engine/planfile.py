@@ -131,6 +131,8 @@ def _describe_move(address: str, then: str | None, now: str | None) -> str:
 
 def write_plan_file(path: Path, saved: SavedPlan) -> None:
     """Write `saved` atomically with mode 0600; check first that reading it back loses nothing."""
+    if path.name in ("", ".", ".."):
+        raise UsageError("Cannot write the plan file", f"{str(path)!r} names no file. Pass --out FILE.")
     unbound = sorted(bound_addresses(saved.plan) - set(saved.resources))
     if unbound:
         raise AssertionError(f"a saved plan is not bound to the records at {', '.join(unbound)}")

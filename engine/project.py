@@ -4,12 +4,13 @@ resources those files ask for."""
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.config import VolumeConfiguration, parse_configuration
-from engine.documents import Document, load_document
+from engine.documents import MAX_FILE_BYTES, Document, load_document
 from engine.errors import ConfigError, ConfigIssue, UsageError
 from engine.run_config import RunConfiguration
 from engine.state_settings import StateSettings, read_state_settings
@@ -105,7 +106,7 @@ def run_name_for(file: str, config: RunConfiguration) -> str:
 
 def load_project(root: Path, selected: list[str] | None = None) -> Project:
     """Load and check every configuration; all problems of all files raise one ConfigError."""
-    if not root.is_dir():
+    if not _is_folder(root):
         raise UsageError("Project folder not found", f"{root} is not a folder. Pass -C DIR with the project folder.")
 
     files = _resolve_selected(root, selected) if selected else discover_files(root)
@@ -135,7 +136,12 @@ def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
     resolved = []
     for name in selected:
         path = (root / name) if not Path(name).is_absolute() else Path(name)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as error:
+            # is_file() lets errors other than "not found" through, such as a name too long.
+            raise UsageError("Configuration file not found", f"{name[:100]}: {error.strerror}.") from None
+        if not found:
             raise UsageError("Configuration file not found", f"{name} does not exist (looked in {root}).")
         try:
             resolved.append(path.resolve().relative_to(root.resolve()).as_posix())
@@ -147,12 +153,52 @@ def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
     return sorted(set(resolved))
 
 
-def _read(root: Path, file: str) -> tuple[Document | None, list[ConfigIssue]]:
+def _is_folder(path: Path) -> bool:
     try:
-        raw = (root / file).read_bytes()
-    except OSError as error:
-        return None, [ConfigIssue(file, None, None, "", None, f"cannot be read ({error.strerror})")]
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _read(root: Path, file: str) -> tuple[Document | None, list[ConfigIssue]]:
+    raw, issue = read_config_bytes(root, file)
+    if issue is not None:
+        return None, [issue]
     return load_document(file, raw)
+
+
+def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]:
+    """Read a configuration file of the project, at most MAX_FILE_BYTES of it.
+
+    A link that leads outside the project folder, and anything but a regular file (a FIFO
+    would block, /dev/zero would never end), is an issue instead of being read.
+    """
+    path = root / file
+    try:
+        target = path.resolve(strict=True)
+        if not target.is_relative_to(root.resolve()):
+            return b"", _read_issue(file, f"is a symbolic link to {target}, outside the project folder", _LINK_FIX)
+        with open(path, "rb", opener=_open_nonblocking) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return b"", _read_issue(file, "is not a regular file", "Replace it with a YAML file.")
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        return b"", _read_issue(file, f"cannot be read ({error.strerror or type(error).__name__})", "")
+    except RuntimeError:
+        # pathlib raises RuntimeError for a loop of symbolic links.
+        return b"", _read_issue(file, "is a loop of symbolic links", _LINK_FIX)
+    return raw, None
+
+
+_LINK_FIX = "Keep configuration files inside the project folder, or run volplan with -C pointing at their folder."
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _read_issue(file: str, problem: str, fix: str) -> ConfigIssue:
+    return ConfigIssue(file, None, None, "", None, problem, fix)
 
 
 def _add_volume(
@@ -199,10 +245,13 @@ def _add_run(runs: dict[str, DesiredRun], config: RunConfiguration, file: str, i
 
 def load_settings(root: Path, issues: list[ConfigIssue]) -> Settings:
     """Read `volplan.yml`; every key is optional."""
-    path = root / SETTINGS_FILE
-    if not path.is_file():
+    if not (root / SETTINGS_FILE).is_file():
         return Settings()
-    document, file_issues = load_document(SETTINGS_FILE, path.read_bytes())
+    raw, read_issue = read_config_bytes(root, SETTINGS_FILE)
+    if read_issue is not None:
+        issues.append(read_issue)
+        return Settings()
+    document, file_issues = load_document(SETTINGS_FILE, raw)
     issues.extend(file_issues)
     if document is None:
         return Settings()

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 DEFAULT_STOP_DURATION = 300
+# Every node of a run gets its own plan entries and mount renderings; far above any real cluster,
+# this keeps a mistyped `nodes: 100000000` from planning for hours.
+MAX_RUN_NODES = 10_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ def parse_run(document: Document, data: dict[str, Any], kind: str) -> tuple[RunC
     _check_required(document, data, kind, issues)
 
     nodes = sum(group.nodes for group in groups) if groups else 1
+    if nodes > MAX_RUN_NODES:
+        issues.append(_too_many_nodes(document, data, nodes))
+        nodes = 1
     ranks = range(nodes) if kind == "task" else range(1)
     check_mount_names(document, mounts, ranks, issues)
     if issues or fields is None:
@@ -140,6 +146,17 @@ def parse_run(document: Document, data: dict[str, Any], kind: str) -> tuple[RunC
         node_groups=groups,
     )
     return run, []
+
+
+def _too_many_nodes(document: Document, data: dict[str, Any], nodes: int) -> ConfigIssue:
+    key = "groups" if data.get("groups") is not None else "nodes"
+    return document.issue(
+        (key,),
+        f"asks for {nodes:,} nodes, more than the {MAX_RUN_NODES:,} volplan plans for one run",
+        value=data.get(key) if key == "nodes" else None,
+        show_value=key == "nodes",
+        fix=f"Use at most {MAX_RUN_NODES:,} nodes, or split the task into several runs.",
+    )
 
 
 def _check_required(document: Document, data: dict[str, Any], kind: str, issues: list[ConfigIssue]) -> None:

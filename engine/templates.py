@@ -10,6 +10,12 @@ delimiters. jinja2's own delimiters contain a NUL character, which a template ma
 so block and comment syntax cannot be opened. A template whose expressions are all plain
 references to a known variable takes a fast path that substitutes the rank without jinja2.
 `tests/test_templates.py` checks that both paths accept and reject the same templates.
+
+The sandbox is narrowed further: attributes are denied except the known variables and a list of
+string methods, and every operation that can build a large value (`*`, `**`, `+`, `replace`,
+padding widths, call arguments) is checked before it runs. With the template length bounded, one
+render therefore allocates at most about MAX_TEMPLATE_LENGTH / 10 values of MAX_SEQUENCE_LENGTH
+characters each.
 """
 
 from __future__ import annotations
@@ -29,6 +35,15 @@ MAX_TEMPLATE_LENGTH = 1000
 # Bounds on what one expression may build, far above anything a volume name needs.
 MAX_SEQUENCE_LENGTH = 100_000
 MAX_POWER_BITS = 4096
+# String methods a template may call. Each returns at most as much as its input, except
+# `replace` and the padding methods, whose result sizes `call` checks before calling them.
+STRING_METHODS = frozenset(
+    {
+        "capitalize", "center", "count", "endswith", "find", "isalnum", "isalpha", "isdigit", "islower",
+        "isupper", "ljust", "lower", "lstrip", "removeprefix", "removesuffix", "replace", "rfind", "rjust",
+        "rsplit", "rstrip", "split", "startswith", "strip", "title", "upper", "zfill",
+    }
+)  # fmt: skip
 
 _OPENINGS = (("$<<", ">>"), ("${{", "}}"))
 _VARIABLE_START = "\x00<"
@@ -88,7 +103,7 @@ def render_sandboxed(template: str, node_rank: int) -> str:
     """Render with jinja2's sandbox, whatever the template holds."""
     compiled = _compile(template)
     try:
-        return compiled.render(dstack=_DstackVariables(node_rank))
+        rendered = compiled.render(dstack=_DstackVariables(node_rank))
     except jinja2.UndefinedError as error:
         raise TemplateError(_undefined_problem(template, error), _KNOWN_HINT) from None
     except jinja2.exceptions.SecurityError as error:
@@ -97,6 +112,12 @@ def render_sandboxed(template: str, node_rank: int) -> str:
         raise TemplateError(f"could not be rendered ({_describe(error)})", _KNOWN_HINT) from None
     except RecursionError:
         raise TemplateError("is nested too deeply to render", "Simplify the expression.") from None
+    if len(rendered) > MAX_SEQUENCE_LENGTH:
+        raise TemplateError(
+            f"renders to {len(rendered)} characters, more than the {MAX_SEQUENCE_LENGTH} a rendering may have",
+            _KNOWN_HINT,
+        )
+    return rendered
 
 
 @functools.lru_cache(maxsize=65536)
@@ -187,14 +208,24 @@ class _VolumeNameSandbox(SandboxedEnvironment):
     would exhaust memory or time. Intercepted operators are also never folded at compile time.
     """
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, _DstackVariables):
+            return attr in _DstackVariables.__slots__
+        return isinstance(obj, str) and attr in STRING_METHODS
+
+    def wrap_str_format(self, value: Any) -> None:
+        # jinja2 returns a sandboxed str.format before it calls is_safe_attribute, so deny it here.
+        return None
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
-            _check_repeat(left, right)
-            _check_repeat(right, left)
+            _check_product(left, right)
         elif operator == "**":
             _check_power(left, right)
+        elif operator == "+":
+            _check_sum(left, right)
         elif operator == "%" and isinstance(left, str):
             raise jinja2.exceptions.SecurityError("string formatting with % is not allowed")
         return super().call_binop(context, operator, left, right)
@@ -205,13 +236,39 @@ class _VolumeNameSandbox(SandboxedEnvironment):
                 raise jinja2.exceptions.SecurityError(f"a call argument above {MAX_SEQUENCE_LENGTH} is not allowed")
         if getattr(__obj, "__name__", "") in ("format", "format_map"):
             raise jinja2.exceptions.SecurityError("str.format is not allowed")
+        if getattr(__obj, "__name__", "") == "replace" and isinstance(getattr(__obj, "__self__", None), str):
+            _check_replace(__obj.__self__, args)
         return super().call(__context, __obj, *args, **kwargs)
 
 
-def _check_repeat(sequence: Any, count: Any) -> None:
-    repeats = isinstance(sequence, (str, list, tuple)) and isinstance(count, int)
-    if repeats and len(sequence) * max(count, 0) > MAX_SEQUENCE_LENGTH:
+def _check_product(left: Any, right: Any) -> None:
+    if isinstance(left, (list, tuple)) or isinstance(right, (list, tuple)):
+        # Repeating a list of lists would bound the outer list only, not what it prints as.
+        raise jinja2.exceptions.SecurityError("repeating a list is not allowed")
+    for sequence, count in ((left, right), (right, left)):
+        if isinstance(sequence, str) and isinstance(count, int) and len(sequence) * max(count, 0) > MAX_SEQUENCE_LENGTH:
+            raise jinja2.exceptions.SecurityError(f"a string longer than {MAX_SEQUENCE_LENGTH} is not allowed")
+    integers = isinstance(left, int) and isinstance(right, int)
+    if integers and left.bit_length() + right.bit_length() > MAX_POWER_BITS:
+        raise jinja2.exceptions.SecurityError(f"a product above 2**{MAX_POWER_BITS} is not allowed")
+
+
+def _check_sum(left: Any, right: Any) -> None:
+    sequences = isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple))
+    if sequences and len(left) + len(right) > MAX_SEQUENCE_LENGTH:
         raise jinja2.exceptions.SecurityError(f"a sequence longer than {MAX_SEQUENCE_LENGTH} is not allowed")
+
+
+def _check_replace(text: str, args: tuple[Any, ...]) -> None:
+    """Bound the result of `text.replace(old, new[, count])` before it is built."""
+    if len(args) < 2 or not isinstance(args[0], str) or not isinstance(args[1], str):
+        return
+    old, new = args[0], args[1]
+    occurrences = len(text) + 1 if old == "" else text.count(old)
+    if len(args) > 2 and isinstance(args[2], int) and args[2] >= 0:
+        occurrences = min(occurrences, args[2])
+    if len(text) + occurrences * (len(new) - len(old)) > MAX_SEQUENCE_LENGTH:
+        raise jinja2.exceptions.SecurityError(f"a string longer than {MAX_SEQUENCE_LENGTH} is not allowed")
 
 
 def _check_power(base: Any, exponent: Any) -> None:
@@ -220,8 +277,18 @@ def _check_power(base: Any, exponent: Any) -> None:
         raise jinja2.exceptions.SecurityError(f"a power above 2**{MAX_POWER_BITS} is not allowed")
 
 
+def _only_text(value: Any) -> Any:
+    """Let an expression print a string or a number only, never a Python object's repr."""
+    if isinstance(value, (str, int, float, jinja2.Undefined)):
+        return value
+    if isinstance(value, _DstackVariables):
+        raise TypeError("dstack is a namespace, not a value: write dstack.node_rank")
+    raise TypeError(f"an expression must give a string or a number, not a {type(value).__name__}")
+
+
 def _make_environment() -> _VolumeNameSandbox:
     environment = _VolumeNameSandbox(
+        finalize=_only_text,
         variable_start_string=_VARIABLE_START,
         variable_end_string=_VARIABLE_END,
         # Neither can be opened: a template may not contain NUL.

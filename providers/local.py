@@ -15,11 +15,16 @@ The folders are the truth. A create writes the metadata, idempotency token inclu
 temporary folder and renames it into place, so a crash never leaves a half-made volume. The
 creator holds an flock on the temporary folder until the rename, so `remove_leftovers` can tell
 the folder of a killed create from one still being filled by another process.
+
+Every path below the root is checked by `providers.local_paths.path_inside_root`: the provider
+makes no symbolic links for volumes, so any link found in a volume's path is rejected. A volume
+whose `volume.json` is damaged or is not where its id says is reported, never guessed at.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import logging
@@ -27,6 +32,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -48,6 +54,7 @@ from providers.base import (
     backend_rules,
 )
 from providers.local_nodes import HOLD_DETACH_MARKER, LocalNodes
+from providers.local_paths import RecordedLinks, path_inside_root
 from state.store import FILE_MODE, fsync_directory
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,16 @@ METADATA = "volume.json"
 STAGING_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+INDEX = "index.sqlite"
+# Fields every volume.json must have, with their JSON types.
+_METADATA_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "backend": str,
+    "size_gb": int,
+    "created_at": str,
+    "tags": dict,
+    "attachments": list,
+}
 
 # The region a run goes to when nothing constrains its location. The local provider accepts
 # any region name that a configuration gives.
@@ -92,6 +109,8 @@ class LocalProvider(Provider):
         self.nodes = LocalNodes(
             self.root, self._read_metadata, self._write_metadata, self.volume_data_path, self.capabilities
         )
+        # Volume folders that the last index sync could not read, with the error to report.
+        self._unreadable: dict[str, ProviderError] = {}
 
     def describe(self) -> str:
         return f"the built-in local provider at {self.root}"
@@ -106,6 +125,9 @@ class LocalProvider(Provider):
     ) -> dict[str, VolumeFacts]:
         wanted = set(volume_ids)
         self._sync_index()
+        for volume_id in sorted(wanted & self._unreadable.keys()):
+            # Reporting the volume as gone would plan to create it again over its data.
+            raise self._unreadable[volume_id]
         found = {}
         for row in self._query("SELECT metadata FROM volumes"):
             facts = _facts(json.loads(row[0]))
@@ -259,15 +281,24 @@ class LocalProvider(Provider):
     # Folders
 
     def volume_data_path(self, volume_id: str) -> Path:
-        return self._volume_folder(volume_id) / "data"
+        self._volume_folder(volume_id)
+        return self.path(f"{volume_id}/data")
+
+    def path(self, relative: str) -> Path:
+        """Return a checked path below the root; see providers.local_paths."""
+        return path_inside_root(self.root, relative, self.recorded_links())
+
+    def recorded_links(self) -> RecordedLinks:
+        """The symbolic links this provider made and recorded; volumes make none."""
+        return {}
 
     def _volume_folder(self, volume_id: str) -> Path:
-        if not VOLUME_ID.match(volume_id):
+        if not isinstance(volume_id, str) or not VOLUME_ID.fullmatch(volume_id):
             raise VolumeNotFound(
                 "Volume not found",
-                f"{volume_id!s} is not a local volume id; local ids are vol- and 17 lowercase hex digits.",
+                f"{volume_id!r} is not a local volume id; local ids are vol- and 17 lowercase hex digits.",
             )
-        return self.root / volume_id
+        return self.path(volume_id)
 
     def _make_volume_folder(self, volume_id: str, metadata: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -335,19 +366,20 @@ class LocalProvider(Provider):
         return swept
 
     def _read_metadata(self, volume_id: str) -> dict[str, Any] | None:
-        path = self._volume_folder(volume_id) / METADATA
+        self._volume_folder(volume_id)
+        path = self.path(f"{volume_id}/{METADATA}")
         try:
-            if path.is_symlink() or path.parent.is_symlink():
-                raise ProviderError("Unexpected symbolic link", f"{path} is a link the local provider did not make.")
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            return data
+            with open(path, "rb", opener=_open_regular) as handle:
+                raw = handle.read(_MAX_METADATA_BYTES + 1)
         except FileNotFoundError:
             return None
-        except ValueError as error:
-            raise ProviderError("Damaged local volume", f"{path} is not valid JSON ({error}).") from None
+        except OSError as error:
+            raise ProviderError("Damaged local volume", f"{path} cannot be read ({error.strerror}).") from None
+        return _check_metadata(path, volume_id, raw)
 
     def _write_metadata(self, volume_id: str, metadata: dict[str, Any]) -> None:
-        path = self._volume_folder(volume_id) / METADATA
+        self._volume_folder(volume_id)
+        path = self.path(f"{volume_id}/{METADATA}")
         previous = self._read_metadata(volume_id) or {}
         detached = previous.get("attachments") and not metadata.get("attachments")
         if detached and metadata.get("last_detached_at") == previous.get("last_detached_at"):
@@ -365,30 +397,41 @@ class LocalProvider(Provider):
     def _connection(self) -> sqlite3.Connection:
         if self._index is None:
             self.root.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.root / "index.sqlite", timeout=30, check_same_thread=False, isolation_level=None
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            # NOTE: a killed process cannot damage the index, but a power loss with synchronous=OFF
-            # can. A damaged index then fails every command until index.sqlite is deleted.
-            connection.execute("PRAGMA synchronous=OFF")
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, token TEXT, mtime_ns INTEGER, metadata TEXT)"
-            )
-            connection.execute("CREATE INDEX IF NOT EXISTS volumes_token ON volumes (token)")
-            self._index = connection
+            for name in (INDEX, f"{INDEX}-wal", f"{INDEX}-shm"):
+                path = self.path(name)
+                if path.exists() and not path.is_file():
+                    raise ProviderError(
+                        "Unusable local index", f"{path} is not a regular file. Remove it; volplan rebuilds the index."
+                    )
+            try:
+                self._index = _open_index(self.path(INDEX))
+            except sqlite3.DatabaseError as error:
+                # The index is a cache of the volume folders: a damaged one is set aside and rebuilt.
+                damaged = self.path(f"{INDEX}.damaged-{uuid.uuid4().hex[:8]}")
+                log.warning("local index %s is damaged (%s); moved to %s and rebuilt", INDEX, error, damaged)
+                os.rename(self.path(INDEX), damaged)
+                for suffix in ("-wal", "-shm"):
+                    self.path(INDEX + suffix).unlink(missing_ok=True)
+                self._index = _open_index(self.path(INDEX))
+                self._synced = False
         return self._index
 
     def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
-            return self._connection().execute(sql, parameters).fetchall()
+            try:
+                return self._connection().execute(sql, parameters).fetchall()
+            except sqlite3.Error as error:
+                raise _index_error(self.root, error) from None
 
     def _execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> None:
         with self._lock:
-            self._connection().execute(sql, parameters)
+            try:
+                self._connection().execute(sql, parameters)
+            except sqlite3.Error as error:
+                raise _index_error(self.root, error) from None
 
     def _index_metadata(self, metadata: dict[str, Any]) -> None:
-        path = self.root / metadata["id"] / METADATA
+        path = self.path(f"{metadata['id']}/{METADATA}")
         self._execute(
             "INSERT OR REPLACE INTO volumes (id, token, mtime_ns, metadata) VALUES (?, ?, ?, ?)",
             (metadata["id"], metadata.get("token"), path.stat().st_mtime_ns, json.dumps(metadata)),
@@ -408,7 +451,14 @@ class LocalProvider(Provider):
         for volume_id in gone:
             self._execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
         for volume_id in changed:
-            metadata = self._read_metadata(volume_id)
+            try:
+                metadata = self._read_metadata(volume_id)
+            except ProviderError as error:
+                log.warning("local volume %s is unreadable: %s", volume_id, error.detail)
+                self._unreadable[volume_id] = error
+                self._execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
+                continue
+            self._unreadable.pop(volume_id, None)
             if metadata is not None:
                 self._index_metadata(metadata)
         if gone or changed:
@@ -425,6 +475,11 @@ class LocalProvider(Provider):
                 continue
             if entry.is_symlink():
                 log.warning("ignoring %s: a symbolic link the local provider did not make", entry.path)
+                self._unreadable[entry.name] = ProviderError(
+                    "Unexpected symbolic link",
+                    f"{entry.path} is a symbolic link the local provider did not make. Remove it; "
+                    "the local provider never follows links it did not record.",
+                )
                 continue
             try:
                 found[entry.name] = os.stat(os.path.join(entry.path, METADATA)).st_mtime_ns
@@ -497,8 +552,64 @@ def _facts(metadata: dict[str, Any]) -> VolumeFacts:
     )
 
 
+_MAX_METADATA_BYTES = 1024 * 1024
+
+
+def _open_regular(path: str, flags: int) -> int:
+    descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return descriptor
+
+
+def _check_metadata(path: Path, volume_id: str, raw: bytes) -> dict[str, Any]:
+    """Parse a volume.json and check the fields the provider reads."""
+    if len(raw) > _MAX_METADATA_BYTES:
+        raise ProviderError("Damaged local volume", f"{path} is larger than {_MAX_METADATA_BYTES} bytes.")
+    try:
+        data = json.loads(raw)
+    except ValueError as error:
+        raise ProviderError("Damaged local volume", f"{path} is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise ProviderError("Damaged local volume", f"{path} does not hold a JSON object.")
+    for name, expected in _METADATA_FIELDS.items():
+        value = data.get(name, [] if name == "attachments" else {} if name == "tags" else None)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ProviderError(
+                "Damaged local volume", f"{path}: {name} is {json.dumps(value)[:80]}, of the wrong type."
+            )
+    if data["id"] != volume_id:
+        raise ProviderError(
+            "Damaged local volume", f"{path} describes volume {json.dumps(data['id'])[:80]}, not {volume_id}."
+        )
+    return data
+
+
+def _open_index(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, token TEXT, mtime_ns INTEGER, metadata TEXT)"
+        )
+        connection.execute("CREATE INDEX IF NOT EXISTS volumes_token ON volumes (token)")
+    except sqlite3.DatabaseError:
+        connection.close()
+        raise
+    return connection
+
+
+def _index_error(root: Path, error: sqlite3.Error) -> ProviderError:
+    return ProviderError(
+        "Unusable local index",
+        f"{root / INDEX}: {error}. Remove it (the volume folders are the truth) and run the command again.",
+    )
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")

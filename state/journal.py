@@ -25,7 +25,8 @@ from typing import Any
 
 from engine.actions import Action
 from engine.errors import StateError
-from state.files import FILE_MODE, fsync_directory, write_file_atomically
+from state.files import fsync_directory, write_file_atomically
+from state.locking import open_regular_file
 from state.model import Record, State
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,11 @@ class JournalContents:
 def read_journal(path: Path) -> JournalContents | None:
     """Read a journal file left by an earlier command, or None when there is none."""
     try:
-        raw = path.read_bytes()
+        descriptor = open_regular_file(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    with os.fdopen(descriptor, "rb") as handle:
+        raw = handle.read()
     return parse_journal((f"{path}:{number}", line) for number, line in enumerate(raw.split(b"\n"), start=1))
 
 
@@ -210,7 +213,7 @@ class Journal:
         self._lock = threading.Lock()
         self._intents = IntentTracker()
         existed = path.exists()
-        self._descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._descriptor = open_regular_file(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         if not existed:
             fsync_directory(path.parent)
         self._end_torn_line()

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from engine.errors import LockError
+from engine.errors import LockError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,31 @@ MAX_RETRY_DELAY = 1.0
 # releasing it. A command that times out while the record is empty keeps trying for this
 # long, so that it either gets the lock or can name the holder.
 EMPTY_RECORD_GRACE = 0.5
+
+
+def open_regular_file(path: Path, flags: int) -> int:
+    """Open `path`, a regular file or none yet, without following a symbolic link.
+
+    The lock, the journal and the state live in a folder that a pull request can change, so a
+    link planted there must not redirect volplan's writes to another file.
+    """
+    try:
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise _not_regular(path, "a symbolic link") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise _not_regular(path, "not a regular file")
+    return descriptor
+
+
+def _not_regular(path: Path, kind: str) -> StateError:
+    return StateError(
+        "Not a regular file",
+        f"{path} is {kind}; volplan writes only regular files beside the state. Remove it and run the command again.",
+    )
 
 
 @dataclass(frozen=True)
@@ -120,7 +146,7 @@ class FileLock:
     @contextmanager
     def hold(self, command: str, timeout: float = 0.0) -> Iterator[LockInfo | None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        descriptor = open_regular_file(self.path, os.O_RDWR | os.O_CREAT)
         try:
             self._acquire(descriptor, timeout)
             dead_holder = _read_lock_info(descriptor)
@@ -139,7 +165,7 @@ class FileLock:
 
     def status(self) -> LockStatus:
         try:
-            descriptor = os.open(self.path, os.O_RDWR)
+            descriptor = open_regular_file(self.path, os.O_RDWR)
         except FileNotFoundError:
             return LockStatus(None, held=False)
         try:

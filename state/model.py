@@ -33,6 +33,20 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "node": {"address": str, "kind": str, "run": str, "id": str, "provider": str, "backend": str},
     "mount": {"address": str, "kind": str, "node": str, "path": str, "provider": str, "backend": str},
 }
+# Fields a record of a kind may carry, with their JSON types (None is written as null).
+_OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "volume": {
+        "region": (str, type(None)),
+        "availability_zone": (str, type(None)),
+        "size_gb": (int, type(None)),
+        "auto_cleanup_duration": (int, type(None)),
+        "created_at": (str, type(None)),
+        "file": (str, type(None)),
+        "name_override": (str, type(None)),
+        "volume_id": (str, type(None)),
+        "tags": dict,
+    },
+}
 
 
 @dataclass
@@ -123,14 +137,29 @@ def _check_fields(record: Record, where: str, restore: str) -> None:
         if not isinstance(kind, str):
             raise StateError("Damaged state file", f"{where} ({record['address']}) has no kind. {restore}")
         return
-    for name, expected in required.items():
+    present = {name: expected for name, expected in _OPTIONAL.get(str(kind), {}).items() if name in record}
+    for name, expected in {**required, **present}.items():
         value = record.get(name)
-        if not isinstance(value, expected):
+        wrong_bool = isinstance(value, bool) and bool not in _as_tuple(expected)
+        if not isinstance(value, expected) or wrong_bool or not _text_mapping(name, value):
             raise StateError(
                 "Damaged state file",
-                f"{where} ({record['address']}): {name} is {json.dumps(value)}, "
+                f"{where} ({record['address']}): {name} is {_shorten(json.dumps(value))}, "
                 f"expected {_type_name(expected)}. {restore}",
             )
+
+
+def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
+    return expected if isinstance(expected, tuple) else (expected,)
+
+
+def _text_mapping(name: str, value: Any) -> bool:
+    """Tags map strings to strings; any other field passes."""
+    return name != "tags" or all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _LINEAGE_KEY = '"lineage":'
@@ -152,7 +181,7 @@ def _at(origin: str, text: str, needle: str, occurrence: int = 1) -> str:
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {str: "a string", bool: "true or false", int: "a number"}
+    names = {str: "a string", bool: "true or false", int: "a number", dict: "a mapping of strings", type(None): "null"}
     if isinstance(expected, tuple):
         return " or ".join(names.get(t, t.__name__) for t in expected)
     return names.get(expected, expected.__name__)

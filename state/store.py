@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 __all__ = ["FILE_MODE", "LocalStateStore", "fsync_directory", "write_file_atomically"]
 
 
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    return "folder" if stat.S_ISDIR(mode) else "special file"
+
+
 class LocalStateStore:
     """A state file on the local file system, with its lock, backup and journal beside it."""
 
@@ -59,10 +65,12 @@ class LocalStateStore:
             info = os.lstat(self.path)
         except FileNotFoundError:
             return None
+        except OSError as error:
+            raise StateError("State file unreadable", f"{self.path}: {error.strerror}.") from None
         if not stat.S_ISREG(info.st_mode):
             raise StateError(
                 "State file is not a regular file",
-                f"{self.path} is a {'symbolic link' if stat.S_ISLNK(info.st_mode) else 'special file'}; "
+                f"{self.path} is a {_file_kind(info.st_mode)}; "
                 "volplan reads and writes only a regular file there. Replace it with the state file itself.",
             )
         try:

@@ -87,6 +87,11 @@ def parse_duration_option(ctx: click.Context, param: click.Parameter, value: str
 
 def make_workspace(options: GlobalOptions, project: Project | None = None) -> Workspace:
     root = options.directory.absolute()
+    if options.state and not options.state.startswith("s3://") and Path(options.state).name in ("", ".", ".."):
+        raise UsageError(
+            "Invalid value for --state",
+            f"{options.state!r} names a folder, not a file. Pass --state PATH/volplan.state.json.",
+        )
     project_settings = project.settings if project is not None else load_project_settings(root)
     store = open_state_store(root, options.state, project_settings.state)
 
