@@ -140,6 +140,7 @@ def target_options(function: Any) -> Any:
             "targets",
             metavar="ADDR",
             multiple=True,
+            show_default="every resource",
             help="Plan only this resource and what it depends on, such as volume.data. Repeatable.",
         ),
         click.option(
@@ -147,6 +148,7 @@ def target_options(function: Any) -> Any:
             "excludes",
             metavar="ADDR",
             multiple=True,
+            show_default="none",
             help="Leave this resource, and what depends on it, out of the plan. Repeatable.",
         ),
         click.option(
@@ -154,6 +156,7 @@ def target_options(function: Any) -> Any:
             "replace",
             metavar="ADDR",
             multiple=True,
+            show_default="none",
             help="Replace this volume with a new one even if nothing changed (needs --allow-replace "
             "when that destroys data). Repeatable.",
         ),

@@ -64,6 +64,7 @@ def drift(options: GlobalOptions, as_json: bool) -> int:
 )
 @click.option(
     "--lock-timeout",
+    metavar="DURATION",
     callback=parse_duration_option,
     default="0",
     show_default=True,

@@ -200,6 +200,7 @@ def approval_options(function: Any) -> Any:
         ),
         click.option(
             "--lock-timeout",
+            metavar="DURATION",
             callback=parse_duration_option,
             default="0",
             show_default=True,

@@ -30,6 +30,7 @@ _approval_options = [
     ),
     click.option(
         "--lock-timeout",
+        metavar="DURATION",
         callback=parse_duration_option,
         default="0",
         show_default=True,

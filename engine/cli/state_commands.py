@@ -42,6 +42,7 @@ from state.locking import LockInfo
 
 lock_timeout_option = click.option(
     "--lock-timeout",
+    metavar="DURATION",
     callback=parse_duration_option,
     default="0",
     show_default=True,
@@ -51,7 +52,11 @@ lock_timeout_option = click.option(
 
 @click.group(name="state")
 def state() -> None:
-    """List, show, forget and move the resources recorded in the state.
+    """Inspect and edit the state: its resources, and the state file itself.
+
+    list, show, rm and mv work on the recorded resources and change no volume. merge is git's
+    merge driver for state files. pull and push copy the whole state between its store and a
+    local file.
 
     \b
     Example:
@@ -66,7 +71,16 @@ def state() -> None:
 @click.argument("addresses", nargs=-1, metavar="[ADDR]...")
 @click.pass_obj
 def list_resources(options: GlobalOptions, addresses: tuple[str, ...]) -> int:
-    """Print the recorded addresses, one a line; with ADDR, only those under it."""
+    """Print the addresses recorded in the state, one a line.
+
+    With ADDR, print only that address and those under it, such as run.train for the run's
+    nodes and mounts.
+
+    \b
+    Example:
+      volplan state list
+      volplan state list run.train
+    """
     recorded = read_state(_workspace(options))
     selected = (
         sorted({a for pattern in addresses for a in matching(recorded, pattern)})
@@ -85,7 +99,13 @@ def list_resources(options: GlobalOptions, addresses: tuple[str, ...]) -> int:
 )
 @click.pass_obj
 def show(options: GlobalOptions, address: str, as_json: bool) -> int:
-    """Print the record of one resource as the state file contains it."""
+    """Print the record of one resource as the state file contains it.
+
+    \b
+    Example:
+      volplan state show volume.data
+      volplan state show volume.data --json
+    """
     recorded = read_state(_workspace(options))
     record = recorded.resources.get(address)
     if record is None:
@@ -105,7 +125,7 @@ def show(options: GlobalOptions, address: str, as_json: bool) -> int:
 @lock_timeout_option
 @click.pass_obj
 def remove_resources(options: GlobalOptions, addresses: tuple[str, ...], lock_timeout: float) -> int:
-    """Forget resources without touching them: the volumes and their data stay at their provider.
+    """Forget resources, leaving their volumes and data at the provider.
 
     \b
     Example:

@@ -25,13 +25,18 @@ _STATE_PATH = click.Path(dir_okay=False, path_type=Path)
 @click.argument("ours", type=_STATE_PATH)
 @click.argument("theirs", type=_STATE_PATH)
 def merge_command(base: Path, ours: Path, theirs: Path) -> int:
-    """Merge two versions of a state file from their common ancestor, as a git merge driver.
+    """Merge two versions of a state file, as a git merge driver.
 
-    Writes the merged state to OURS and exits 0. When both sides changed the same resource,
-    writes nothing, prints both versions and exits 1. An empty BASE means no common ancestor.
+    BASE is the common ancestor of OURS and THEIRS. Writes the merged state to OURS and exits
+    0. When both sides changed the same resource, writes nothing, prints both versions and
+    exits 1. An empty BASE means no common ancestor.
 
     \b
-    Set it up once per clone (see docs/state-merge.md):
+    Example:
+      volplan state merge base.state.json volplan.state.json theirs.state.json
+
+    \b
+    Set it up as git's merge driver once per clone (see docs/state-merge.md):
       git config merge.volplan-state.driver "volplan state merge %O %A %B"
       echo 'volplan.state.json merge=volplan-state' >> .gitattributes
     """

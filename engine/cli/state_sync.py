@@ -33,9 +33,10 @@ force_option = click.option(
 @force_option
 @click.pass_obj
 def pull(options: GlobalOptions, file: str, force: bool) -> int:
-    """Copy the state to the local FILE byte for byte, or print it when FILE is - or omitted.
+    """Copy the state into a local FILE byte for byte, or print it.
 
-    FILE is relative to the project folder (-C).
+    FILE is relative to the project folder (-C). Without FILE, or with -, the state is
+    printed on stdout.
 
     An existing FILE is replaced only by a state of its lineage with a serial at least as new.
 
@@ -74,6 +75,7 @@ def pull(options: GlobalOptions, file: str, force: bool) -> int:
 @force_option
 @click.option(
     "--lock-timeout",
+    metavar="DURATION",
     callback=parse_duration_option,
     default="0",
     show_default=True,
@@ -81,9 +83,9 @@ def pull(options: GlobalOptions, file: str, force: bool) -> int:
 )
 @click.pass_obj
 def push(options: GlobalOptions, file: str, force: bool, lock_timeout: float) -> int:
-    """Replace the state with the local FILE byte for byte (- reads standard input).
+    """Replace the state with a local FILE, byte for byte.
 
-    FILE is relative to the project folder (-C).
+    FILE is relative to the project folder (-C); - reads standard input.
 
     The state is replaced only by a state of its lineage with a newer serial, while holding
     the state lock.

@@ -45,7 +45,13 @@ def volume(ctx: click.Context) -> None:
 @refresh_option
 @click.pass_obj
 def list_volumes(options: GlobalOptions, as_json: bool = False, verbose: bool = False, refresh: bool = True) -> int:
-    """List the volumes in the state with their status from the providers."""
+    """List the volumes in the state with their status from the providers.
+
+    \b
+    Example:
+      volplan volume list -v
+      volplan volume list --refresh=false --json
+    """
     rows = volume_rows(_workspace(options), refresh_status=refresh)
     if as_json:
         click.echo(json.dumps({"volumes": [row.to_json() for row in rows]}, indent=2))
@@ -60,7 +66,15 @@ def list_volumes(options: GlobalOptions, as_json: bool = False, verbose: bool = 
 @refresh_option
 @click.pass_obj
 def get_volume(options: GlobalOptions, name: str, as_json: bool, refresh: bool) -> int:
-    """Show one volume of the state, by its name."""
+    """Show one volume of the state, by its name.
+
+    NAME is the volume's name, such as data, or its address, such as volume.data.
+
+    \b
+    Example:
+      volplan volume get data
+      volplan volume get data --json
+    """
     row = _find(_workspace(options), name, refresh)
     if as_json:
         click.echo(json.dumps(row.to_json(), indent=2))
@@ -74,11 +88,15 @@ def get_volume(options: GlobalOptions, name: str, as_json: bool, refresh: bool) 
 @approval_options
 @click.pass_obj
 def delete_volume(options: GlobalOptions, /, name: str, **flags: Any) -> int:
-    """Delete a managed volume with its data, or deregister a registered one (its data is kept).
+    """Delete a managed volume, or deregister a registered one.
+
+    A managed volume is deleted with its data. A registered volume (volume_id: in its
+    configuration) only leaves the state, and its data is kept.
 
     \b
     Example:
       volplan volume delete my-volume
+      volplan volume delete my-volume -y
     """
     workspace = _workspace(options)
     record = _find(workspace, name, refresh=False).record
