@@ -53,6 +53,7 @@ class RunSteps:
         latest: Callable[[str], Record | None],
         warn: Callable[[str], None],
         make_token: Callable[[str, str], str],
+        waiting: Callable[[Change, str], None] = lambda change, message: None,
     ) -> None:
         self.providers = providers
         self.journal = journal
@@ -61,6 +62,8 @@ class RunSteps:
         self._latest = latest
         self._warn = warn
         self._make_token = make_token
+        # Tells the progress display what a step in flight is waiting for.
+        self._waiting = waiting
 
     def __call__(self, change: Change) -> StepOutcome:
         kind = (change.after or change.before or {}).get("kind")
@@ -184,11 +187,21 @@ class RunSteps:
                 return force(f"the detach did not finish within stop_duration {format_duration(stop_duration)}")
             wait = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
             log.info("detach of %s from %s in progress; next poll in %.1fs", spec.source, spec.node_id, wait)
+            self._waiting(change, _detach_wait_message(spec, stop_duration, deadline))
             return Poll(wait, lambda: attempt(min(delay * 2, MAX_POLL_DELAY)))
 
         if stop_duration == 0 and spec.volume_id is not None:
             return force("stop_duration is 0 (volplan stop --abort)")
         return attempt(FIRST_POLL_DELAY)
+
+
+def _detach_wait_message(spec: MountSpec, stop_duration: int | None, deadline: float | None) -> str:
+    if deadline is None:
+        return f"detaching {spec.source}: waiting until it is released (stop_duration off)"
+    left = max(0, round(deadline - time.monotonic()))
+    return (
+        f"detaching {spec.source}: forced in {left}s if not released (stop_duration {format_duration(stop_duration)})"
+    )
 
 
 def _mount_spec(record: Record) -> MountSpec:

@@ -64,6 +64,7 @@ class StepRunner:
             latest=self.latest,
             warn=(events or Events()).warning,
             make_token=lambda address, intent_id: make_token(lineage, address, intent_id),
+            waiting=(events or Events()).step_waiting,
         )
 
     def latest(self, address: str) -> Record | None:

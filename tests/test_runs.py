@@ -560,6 +560,8 @@ def test_stuck_detach_forced_after_stop_duration(project: Path, local_root: Path
     elapsed = time.monotonic() - started
 
     assert stopped.exit_code == 0, stopped.output
+    assert "run.train.node[0].mount[/data]: detaching" in stopped.stdout
+    assert "(stop_duration 2s)" in stopped.stdout
     assert "did not finish within stop_duration 2s" in stopped.stderr
     assert "A forced detach can corrupt the file system" in stopped.stderr
     assert elapsed >= 2
