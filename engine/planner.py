@@ -93,7 +93,7 @@ def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
 
 
 def refreshed_record(record: Record, facts: VolumeFacts) -> Record:
-    """The prior record with what the provider reports now."""
+    """Return the prior record updated with what the provider reports now."""
     updated = dict(record)
     updated["size_gb"] = facts.size_gb
     updated["availability_zone"] = facts.availability_zone
@@ -328,7 +328,7 @@ def _plan_replace(
 
 
 def _plan_external_update(current: Record, after: Record) -> Change:
-    # A registered volume is never modified: its real size and zone are what the provider says.
+    # A registered volume is never modified: its real size and zone are what the provider reports.
     after["size_gb"] = current.get("size_gb")
     after["tags"] = current.get("tags", {})
     changed = _changed(current, after)
@@ -373,7 +373,7 @@ def _changed(before: Record, after: Record) -> tuple[str, ...]:
 
 
 def build_graph(plan: Plan) -> nx.DiGraph:
-    """The dependency graph of the plan's actionable changes; raises PlanError on a cycle."""
+    """Build the dependency graph of the plan's actionable changes; raise PlanError on a cycle."""
     graph: nx.DiGraph = nx.DiGraph()
     for change in plan.actionable:
         graph.add_node(change.address, change=change)

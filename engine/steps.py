@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def make_token(lineage: str, address: str, intent_id: str) -> str:
-    """An idempotency token: the same for a retried call, new for a later re-create."""
+    """Make an idempotency token: the same for a retried call, new for a later re-create."""
     return hashlib.sha256(f"{lineage}\n{address}\n{intent_id}".encode()).hexdigest()[:40]
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Workspace:
-    """Where a command works: the project folder, the state store and the providers."""
+    """The project folder, the state store and the providers that a command works with."""
 
     root: Path
     store: StateStore

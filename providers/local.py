@@ -240,8 +240,8 @@ class LocalProvider(Provider):
                 f"{volume_id} is attached to {', '.join(metadata['attachments'])}; detach it before deleting.",
             )
 
-        # Renaming first makes the volume disappear at once; removing the files can then fail
-        # or be interrupted without leaving a folder that looks like a live volume.
+        # Renaming first makes the volume disappear at once. Removing its files can then fail
+        # or be interrupted, and no folder that looks like a live volume is left behind.
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         log.debug("deleting local volume %s", volume_id)
         os.rename(folder, trash)
