@@ -18,6 +18,10 @@ TERRAFORM_OPTIONS = (
     "replace",
     "refresh",
     "input",
+    # Not in the list that DESIGN promises, but Terraform users type them out of habit; without
+    # these, click would read -no-color as dstack's -n with the value "o-color".
+    "no-color",
+    "json",
 )
 GLOBAL_WITH_VALUE = ("-C", "--state", "--provider")
 GLOBAL_FLAGS = ("--no-color",)

@@ -221,6 +221,9 @@ def _check_path(document: Document, at: FieldPath, value: Any, issues: list[Conf
         problem = "must be an absolute path"
     elif ".." in PurePosixPath(value).parts:
         problem = "must not contain .."
+    elif "[" in value or "]" in value:
+        # A mount's address is run.NAME.node[RANK].mount[PATH], so brackets would make it ambiguous.
+        problem = "must not contain [ or ], which volplan's resource addresses use"
     if problem:
         issues.append(
             document.issue(at, problem, value=value, fix="Write an absolute path such as /data, without .. parts.")

@@ -4,6 +4,7 @@ resources those files ask for."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ from providers.registry import PROVIDER_KINDS
 CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
 SETTINGS_FILE = "volplan.yml"
 MAX_CONFIG_FILES = 1_000_000
+# A run named after its file or folder: letters, digits, '-' and '_', so that addresses such as
+# run.NAME.node[0] stay unambiguous (no spaces, dots or brackets).
+DERIVED_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__"})
 
 
@@ -93,7 +97,9 @@ def discover_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def run_name_for(file: str, config: RunConfiguration) -> str:
+def run_name_for(file: str, config: RunConfiguration, root: Path | None = None) -> str:
+    """Return the run's name: its `name`, else its file name without the suffix, else (a bare
+    `.dstack.yml`) the name of the folder that holds the file, the project folder included."""
     if config.name:
         return config.name
     name = Path(file).name
@@ -101,6 +107,8 @@ def run_name_for(file: str, config: RunConfiguration) -> str:
         if name.endswith(suffix) and name != suffix:
             return name[: -len(suffix)]
     parent = Path(file).parent.name
+    if not parent and root is not None:
+        parent = root.resolve().name
     return parent or "run"
 
 
@@ -125,7 +133,7 @@ def load_project(root: Path, selected: list[str] | None = None) -> Project:
         if isinstance(config, VolumeConfiguration):
             _add_volume(volumes, document, config, file, issues)
         elif isinstance(config, RunConfiguration):
-            _add_run(runs, config, file, issues)
+            _add_run(runs, config, file, issues, root)
 
     if issues:
         raise ConfigError(issues)
@@ -143,6 +151,13 @@ def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
             raise UsageError("Configuration file not found", f"{name[:100]}: {error.strerror}.") from None
         if not found:
             raise UsageError("Configuration file not found", f"{name} does not exist (looked in {root}).")
+        if not is_config_file(path.name):
+            raise UsageError(
+                "Not a dstack configuration file name",
+                f"{name}: volplan finds a project's configurations by their names (*.dstack.yml, "
+                "*.dstack.yaml, .dstack.yml), so a later plan would not find this file and would delete "
+                f"what it made. Rename it, for example to {Path(name).stem}.dstack.yml.",
+            )
         try:
             resolved.append(path.resolve().relative_to(root.resolve()).as_posix())
         except ValueError:
@@ -225,8 +240,25 @@ def _add_volume(
     volumes[address] = DesiredVolume(address, config, file, line, size_line)
 
 
-def _add_run(runs: dict[str, DesiredRun], config: RunConfiguration, file: str, issues: list[ConfigIssue]) -> None:
-    address = f"run.{run_name_for(file, config)}"
+def _add_run(
+    runs: dict[str, DesiredRun], config: RunConfiguration, file: str, issues: list[ConfigIssue], root: Path
+) -> None:
+    name = run_name_for(file, config, root)
+    if not config.name and not DERIVED_RUN_NAME.fullmatch(name):
+        issues.append(
+            ConfigIssue(
+                file,
+                None,
+                None,
+                "name",
+                None,
+                f"is missing, and the name taken from the file or folder name ({name!r}) cannot be part of "
+                "an address such as run.NAME.node[0]",
+                "Add name: with 2 to 41 characters: a lowercase letter first, then lowercase letters, digits or '-'.",
+            )
+        )
+        return
+    address = f"run.{name}"
     if address in runs:
         issues.append(
             ConfigIssue(

@@ -28,6 +28,11 @@ class UnitError(ValueError):
         self.fix = fix
 
 
+# 1 PB: far above the largest single volume of any dstack backend (AWS EBS: 64 TiB), and small
+# enough that sizes stay exact in every figure volplan computes from them.
+MAX_SIZE_GB = 1024 * 1024
+
+
 def parse_size_gb(value: object) -> int:
     """Parse a dstack size (`100`, `"100"`, `100GB`, `1TB`, `1024MB`) into a positive whole number of GB.
 
@@ -42,6 +47,11 @@ def parse_size_gb(value: object) -> int:
         raise UnitError("is not a finite size", "Write a size such as 100GB.")
     if gigabytes <= 0:
         raise UnitError("must be positive", "Write a size of at least 1GB.")
+    if gigabytes > MAX_SIZE_GB:
+        raise UnitError(
+            f"is larger than {MAX_SIZE_GB // 1024}TB, more than any dstack backend offers in one volume",
+            "Write a size such as 100GB or 1TB.",
+        )
     if gigabytes != int(gigabytes):
         nearest = max(1, round(gigabytes))
         raise UnitError(f"is {gigabytes:g} GB, not a whole number of GB", f"Write size: {nearest}GB.")

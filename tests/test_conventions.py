@@ -33,6 +33,8 @@ STATE = "volplan.state.json"
         (["plan", "--state=s.json", "--provider", "aws=local"], ["--state=s.json", "--provider", "aws=local", "plan"]),
         (["plan", "-Cdir"], ["-C", "dir", "plan"]),
         (["plan", "--", "-out"], ["plan", "--", "-out"]),
+        (["apply", "-f", "a.dstack.yml", "-no-color"], ["--no-color", "apply", "-f", "a.dstack.yml"]),
+        (["plan", "-json"], ["plan", "--json"]),
     ],
 )
 def test_argv_normalisation(args: list[str], expected: list[str]) -> None:
@@ -197,3 +199,32 @@ def test_version(project: Path) -> None:
     result = run(project, "--version")
     assert result.exit_code == 0
     assert result.stdout.startswith("volplan, version")
+
+
+def test_no_color_spelling_is_not_a_name(project: Path, local_root: Path) -> None:
+    volume_file(project, "data")
+
+    result = run(project, "apply", "-f", "data.dstack.yml", "-no-color", "-auto-approve")
+
+    assert result.exit_code == 0, result.output
+    assert "o-color" not in result.output
+    assert [r["address"] for r in json.loads((project / STATE).read_text())["resources"]] == ["volume.data"]
+
+
+def test_plan_accepts_terraform_ci_options(project: Path, local_root: Path) -> None:
+    volume_file(project, "data")
+
+    result = run(project, "plan", "-input=false", "-lock-timeout=5s", "-parallelism=4", "-no-color")
+
+    assert result.exit_code == 0, result.output
+    assert "Plan: 1 to create." in result.stdout
+
+
+def test_f_rejects_names_discovery_cannot_find(project: Path, local_root: Path) -> None:
+    (project / "data.yml").write_text("type: volume\nname: data\nbackend: aws\nregion: eu-central-1\nsize: 1GB\n")
+
+    result = run(project, "apply", "-f", "data.yml", "-y")
+
+    assert result.exit_code == 1
+    assert "data.dstack.yml" in result.stderr
+    assert not (project / STATE).exists()

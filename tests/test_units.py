@@ -80,3 +80,9 @@ def test_duration_off_rejected_where_not_allowed() -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(None, "off"), (90, "90s"), (300, "5m"), (7200, "2h"), (0, "0s")])
 def test_duration_format(seconds: int | None, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_size_above_limit_rejected() -> None:
+    with pytest.raises(UnitError) as caught:
+        parse_size_gb("1e30TB")
+    assert "larger than" in caught.value.problem

@@ -118,6 +118,45 @@ file_option = click.option(
     metavar="FILE",
     help="Use only this configuration file, relative to the project folder; repeatable.  [default: every *.dstack.yml under the project folder]",
 )
+
+
+def terraform_plan_options(function: Any) -> Any:
+    """Accept Terraform's plan options that have nothing to do in a volplan plan, so that CI lines
+    such as `plan -input=false -lock-timeout=5m` keep working: plan never asks, never takes the
+    state lock, and refreshes in batches."""
+    decorators = [
+        click.option(
+            "--input",
+            "allow_input",
+            type=click.BOOL,
+            default=True,
+            is_flag=False,
+            flag_value=True,
+            show_default=True,
+            help="Accepted for Terraform compatibility; plan never asks a question.",
+        ),
+        click.option(
+            "--lock-timeout",
+            "lock_timeout",
+            metavar="DURATION",
+            callback=parse_duration_option,
+            default="0",
+            show_default=True,
+            help="Accepted for Terraform compatibility; plan reads the state without locking it.",
+        ),
+        click.option(
+            "--parallelism",
+            type=click.IntRange(min=1, max=1000),
+            default=10,
+            show_default=True,
+            help="Accepted for Terraform compatibility; plan refreshes in batches, not one call per resource.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
 refresh_option = click.option(
     "--refresh",
     type=click.BOOL,

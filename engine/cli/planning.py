@@ -31,6 +31,7 @@ from engine.cli.common import (
     replace_option,
     require_terminal,
     target_options,
+    terraform_plan_options,
 )
 from engine.cli.progress import ApplyProgress, describe_failure
 from engine.cli.prompts import ask
@@ -86,6 +87,7 @@ name_option = click.option(
 @refresh_option
 @replace_option
 @target_options
+@terraform_plan_options
 @click.pass_obj
 def plan(
     options: GlobalOptions,
@@ -100,6 +102,9 @@ def plan(
     targets: tuple[str, ...],
     excludes: tuple[str, ...],
     replace: tuple[str, ...],
+    allow_input: bool,
+    lock_timeout: float,
+    parallelism: int,
 ) -> int:
     """Show what apply would change. Writes nothing, unless --out saves the plan.
 

@@ -1,0 +1,38 @@
+"""Run names and mount paths that volplan's addresses depend on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run, write
+
+
+def test_bare_file_at_root_named_after_project(tmp_path: Path, local_root: Path) -> None:
+    project = tmp_path / "finetune"
+    write(project, ".dstack.yml", "type: task\ncommands: [python train.py]\n")
+
+    result = run(project, "validate", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert '"address": "run.finetune"' in result.stdout
+
+
+def test_invalid_folder_name_needs_a_name(tmp_path: Path, local_root: Path) -> None:
+    project = tmp_path / "My Proj"
+    write(project, ".dstack.yml", "type: task\ncommands: [python train.py]\n")
+
+    result = run(project, "plan")
+
+    assert result.exit_code == 1
+    assert "'My Proj'" in result.stderr
+    assert "Add name:" in result.stderr
+
+
+def test_mount_path_with_brackets_rejected(project: Path, local_root: Path) -> None:
+    write(project, "train.dstack.yml", "type: task\ncommands: [x]\nvolumes:\n  - data:/a]b\n")
+
+    result = run(project, "validate")
+
+    assert result.exit_code == 1
+    assert "train.dstack.yml:4" in result.stderr
+    assert "[ or ]" in result.stderr
