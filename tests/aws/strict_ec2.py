@@ -101,7 +101,7 @@ class StrictEc2:
                 failure = layer._take_failure(action)
             if failure is not None:
                 return _error_response(failure)
-            layer.nodes.before(action)
+            layer.nodes.before(action, response)
             return original_call(response)
 
         def status(volume: Volume) -> str:

@@ -69,6 +69,8 @@ class StrictNodes:
         self._detaching: dict[str, Transition] = {}
         self._held: set[str] = set()
         self._tokens: dict[tuple[str, str, str], Any] = {}
+        # The volumes for which a DeleteVolume arrived while they were attached.
+        self.deletes_while_attached: list[str] = []
 
     def hold_attach(self, volume_id: str) -> None:
         """Keep the next or current attachment of `volume_id` attaching until `release`."""
@@ -101,8 +103,10 @@ class StrictNodes:
         monkeypatch.setattr(EC2Response, "attach_volume", lambda response: layer._attach(response, original_attach))
         monkeypatch.setattr(EC2Response, "detach_volume", lambda response: layer._detach(response))
 
-    def before(self, action: str) -> None:
-        """Move every transition one step before a describe response is made."""
+    def before(self, action: str, response: EC2Response) -> None:
+        """Note a DeleteVolume of an attached volume; move every transition on before a describe."""
+        if action == "DeleteVolume":
+            self._note_delete(response)
         if action not in DESCRIBE_ACTIONS:
             return
         with self._lock:
@@ -110,6 +114,13 @@ class StrictNodes:
             _advance(self._terminating, lambda step: _set_state(step, "terminated"))
             _advance(self._attaching, _finish_attach, self._held)
             _advance(self._detaching, _finish_detach, self._held)
+
+    def _note_delete(self, response: EC2Response) -> None:
+        volume_id = response._get_param("VolumeId")
+        with self._lock:
+            volume = response.ec2_backend.volumes.get(volume_id)
+            if volume is not None and volume.attachment is not None:
+                self.deletes_while_attached.append(volume_id)
 
     # Instances
 
