@@ -9,7 +9,8 @@ records. Retries are botocore's own retry modes. Volumes that volplan creates ca
     volplan:lineage   the lineage of the state that manages it
     volplan:token     the create's idempotency token, which crash recovery searches for
 
-Facts report only the user's tags, so that these never show up as changes in a plan.
+Facts report only the user's tags, so that these never show up as changes in a plan. Run nodes
+(EC2 instances) and their attachments are in providers/aws_nodes.py.
 """
 
 from __future__ import annotations

@@ -45,9 +45,7 @@ TOKEN_TAG = "volplan:token"
 DEVICE_NAMES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
 # Instance states in which the instance is gone or going: a node in them no longer exists.
 GONE_STATES = frozenset({"shutting-down", "terminated"})
-# Attachment states in which a detach has not finished yet.
-DETACH_PENDING = frozenset({"attaching", "attached", "detaching", "busy"})
-# Answers to DetachVolume that mean the volume is not attached to the instance (any more).
+# Error codes of DetachVolume that mean the volume is no longer attached to the instance.
 DETACHED_CODES = frozenset({"IncorrectState", "InvalidAttachment.NotFound", "InvalidVolume.NotFound"})
 INSTANCE_GONE_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
 
@@ -212,7 +210,8 @@ class AwsNodes:
             for instance in self._describe(region, "instance-id", ids, f"{len(ids)} instances"):
                 if instance["State"]["Name"] not in GONE_STATES:
                     found[instance["InstanceId"]] = _node_facts(instance, region)
-        log.debug("refreshed %d EC2 instances in %d regions, %d found", len(found), len(by_region), len(found))
+        requested = sum(len(ids) for ids in by_region.values())
+        log.debug("refreshed %d EC2 instances in %d regions, %d found", requested, len(by_region), len(found))
         return found
 
     def find_by_token(self, tokens: Iterable[str], regions: Iterable[str]) -> dict[str, NodeFacts]:

@@ -212,7 +212,9 @@ def test_detach_pending_until_finished(aws: Aws) -> None:
 def test_held_detach_forced_only_when_asked(aws: Aws) -> None:
     session = aws.session()
     forces: list[object] = []
-    session.events.register("provide-client-params.ec2.DetachVolume", lambda params, **kwargs: forces.append(params["Force"]))
+    session.events.register(
+        "provide-client-params.ec2.DetachVolume", lambda params, **kwargs: forces.append(params["Force"])
+    )
     settings = dataclasses.replace(FAST, nodes=NodeSettings(ami=image(aws), instance_type="t3.micro"))
     provider = AwsProvider(settings, session=session)
     node = provider.start_node(node_spec(), "token-1")

@@ -34,7 +34,8 @@ volumes:
 """
 
 
-def aws_run_project(aws: Aws, project: Path) -> None:
+def aws_run_project(aws: Aws, project: Path, *, instant: bool = False) -> None:
+    """Serve aws with the AWS provider; with `instant`, instances and attachments skip their transitions."""
     image = aws.client().describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     write(
         project,
@@ -43,6 +44,9 @@ def aws_run_project(aws: Aws, project: Path) -> None:
         f"    ami: {image}\n    instance_type: t3.micro\n    key_name: ops\n",
     )
     aws.strict.creating_reads = 0
+    if instant:
+        # The detach tests need no start or attach timing, and each transition costs a 1s poll.
+        aws.strict.nodes.pending_reads = aws.strict.nodes.attach_reads = aws.strict.nodes.terminating_reads = 0
 
 
 def instances(aws: Aws) -> list[dict[str, Any]]:
@@ -101,7 +105,7 @@ def test_two_node_task_on_aws(aws: Aws, project: Path) -> None:
 
 
 def test_stuck_detach_forced_after_stop_duration(aws: Aws, project: Path) -> None:
-    aws_run_project(aws, project)
+    aws_run_project(aws, project, instant=True)
     volume_file(project, "data", region=REGION, size="10GB")
     volume_file(project, "scratch", region=REGION, size="10GB")
     write(project, "train.dstack.yml", TWO_MOUNT_TASK + "stop_duration: 2s\n")
@@ -126,7 +130,7 @@ def test_stuck_detach_forced_after_stop_duration(aws: Aws, project: Path) -> Non
 
 def test_detach_off_waits_until_released(aws: Aws, project: Path) -> None:
     # A subprocess, so that this test can release the detach while the apply waits.
-    aws_run_project(aws, project)
+    aws_run_project(aws, project, instant=True)
     volume_file(project, "data", region=REGION, size="10GB")
     volume_file(project, "scratch", region=REGION, size="10GB")
     write(project, "train.dstack.yml", TWO_MOUNT_TASK + "stop_duration: off\n")
@@ -146,7 +150,7 @@ def test_detach_off_waits_until_released(aws: Aws, project: Path) -> None:
         deadline = time.monotonic() + 60
         while aws.strict.count("DetachVolume") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(3)
+        time.sleep(1.5)
         assert process.poll() is None
         assert volume(aws, scratch)["Attachments"][0]["State"] == "busy"
         aws.strict.nodes.release(scratch)
@@ -163,7 +167,7 @@ def test_detach_off_waits_until_released(aws: Aws, project: Path) -> None:
 
 def test_stop_terminates_then_detach_is_no_op(aws: Aws, project: Path) -> None:
     # Terminating the instance releases its volumes, so the detach after it finds nothing to do.
-    aws_run_project(aws, project)
+    aws_run_project(aws, project, instant=True)
     volume_file(project, "data", region=REGION, size="10GB")
     write(project, "train.dstack.yml", TWO_MOUNT_TASK.replace("  - scratch:/scratch\n", "") + "stop_duration: 2s\n")
     assert run(project, "apply", "-y").exit_code == 0
