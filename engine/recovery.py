@@ -86,10 +86,10 @@ def find_created(intents: Iterable[Intent], providers: ProviderSet) -> list[Adop
     for (kind, backend, record_kind), group in sorted(records_by_provider.items()):
         provider = providers.by_kind(kind, backend or None)
         tokens = [intent.token for intent in group]
+        regions = sorted({intent.record.get("region") for intent in group if intent.record}, key=str)
         if record_kind == "node":
-            found.update(provider.find_nodes_by_token(tokens))
+            found.update(provider.find_nodes_by_token(tokens, regions))
         elif record_kind == "volume":
-            regions = sorted({intent.record.get("region") for intent in group if intent.record}, key=str)
             found.update(provider.find_volumes_by_token(tokens, regions))
     return [Adoption(intent, found.get(intent.token)) for intent in creates]
 

@@ -397,6 +397,7 @@ def _mount_record(context: _Context, run: DesiredRun, node: Record, placement: N
         "optional": False,
         "skipped": False,
         "backend": node["backend"],
+        "region": node["region"],
         "provider": node["provider"],
         "stop_duration": run.config.stop_duration,
     }

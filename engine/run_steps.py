@@ -110,7 +110,7 @@ class RunSteps:
         before = change.before
         assert before is not None
         seq = self.journal.intent(change.address, Action.DELETE.value, before["id"], None)
-        self._provider(before).stop_node(before["id"])
+        self._provider(before).stop_node(before["id"], before.get("region"))
         self._record(seq, change.address, None)
 
     # Mounts
@@ -211,4 +211,5 @@ def _mount_spec(record: Record) -> MountSpec:
         backend=record["backend"],
         volume_id=record.get("volume_id"),
         instance_path=record.get("instance_path"),
+        region=record.get("region"),
     )

@@ -158,14 +158,16 @@ def settle_upgrade(state: State, facts: Mapping[str, VolumeFacts | None]) -> lis
 def refresh_nodes(state: State, providers: ProviderSet) -> dict[str, NodeFacts | None]:
     """Ask each provider about all of its run nodes (and their mounts) at once."""
     ids_by_kind: dict[tuple[str, str], dict[str, str]] = {}
+    regions: dict[str, str | None] = {}
     for address, record in state.resources.items():
         if record.get("kind") == "node" and record.get("id"):
             key = (record["provider"], record["backend"])
             ids_by_kind.setdefault(key, {})[record["id"]] = address
+            regions[record["id"]] = record.get("region")
 
     facts: dict[str, NodeFacts | None] = {}
     for (kind, backend), addresses in sorted(ids_by_kind.items()):
-        found = providers.by_kind(kind, backend).refresh_nodes(list(addresses))
+        found = providers.by_kind(kind, backend).refresh_nodes(list(addresses), regions)
         for node_id, address in addresses.items():
             facts[address] = found.get(node_id)
     return facts

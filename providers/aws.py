@@ -9,7 +9,8 @@ records. Retries are botocore's own retry modes. Volumes that volplan creates ca
     volplan:lineage   the lineage of the state that manages it
     volplan:token     the create's idempotency token, which crash recovery searches for
 
-Facts report only the user's tags, so that these never show up as changes in a plan.
+Facts report only the user's tags, so that these never show up as changes in a plan. Run nodes
+(EC2 instances) and their attachments are in providers/aws_nodes.py.
 """
 
 from __future__ import annotations
@@ -31,7 +32,17 @@ from botocore.waiter import WaiterModel, create_waiter_with_client
 from engine.errors import ProviderError, UsageError, VolumeNotFound
 from engine.units import UnitError, parse_duration
 from providers.aws_errors import aws_call
-from providers.base import Capabilities, Provider, VolumeFacts, VolumeSpec
+from providers.aws_nodes import AwsNodes, NodeSettings
+from providers.base import (
+    Capabilities,
+    MountSpec,
+    NodeFacts,
+    NodeSpec,
+    Provider,
+    VolumeFacts,
+    VolumeSpec,
+    backend_rules,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +53,8 @@ RESERVED_TAG_PREFIXES = ("volplan:", "aws:")
 
 RETRY_MODES = ("adaptive", "standard", "legacy")
 VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
-# Options that run nodes will read; accepted here so that one volplan.yml serves both.
-NODE_OPTIONS = ("ami", "ami_ssm_parameter", "instance_type", "subnet_id", "security_group_ids")
+# Options of run nodes, read by NodeSettings.
+NODE_OPTIONS = NodeSettings.OPTIONS
 
 # AWS accepts at most 200 values in one filter, and at most 500 results per page.
 FILTER_VALUES_MAX = 200
@@ -79,6 +90,7 @@ class AwsSettings:
     create_timeout: float = 300
     poll_interval: float = 5
     volume_type: str = "gp3"
+    nodes: NodeSettings = NodeSettings()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> AwsSettings:
@@ -104,6 +116,7 @@ class AwsSettings:
             create_timeout=_duration_option(options, "create_timeout", settings.create_timeout),
             poll_interval=_duration_option(options, "poll_interval", settings.poll_interval),
             volume_type=volume_type,
+            nodes=NodeSettings.from_options(options),
         )
 
 
@@ -147,6 +160,15 @@ class AwsProvider(Provider):
         self._clients: dict[str, Any] = {}
         self._zones: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._ssm_clients: dict[str, Any] = {}
+        self.nodes = AwsNodes(
+            self.settings.nodes,
+            self.settings.poll_interval,
+            self._client,
+            self._ssm_client,
+            self._describe_one,
+            self._first_zone,
+        )
 
     def describe(self) -> str:
         return (
@@ -156,7 +178,17 @@ class AwsProvider(Provider):
 
     def capabilities(self, backend: str) -> Capabilities:
         # NOTE: io1 and io2 volumes can be multi-attached; volplan creates other types.
-        return Capabilities(multi_attach=False, instance_volumes=True)
+        # NOTE: instance volumes (instance_path) are not mounted on EC2 nodes yet, so the planner
+        # rejects them, or skips them where they are optional.
+        region = self._session.region_name
+        return replace(
+            backend_rules("aws"),
+            multi_attach=False,
+            instance_volumes=False,
+            attach_per_zone=True,
+            stop_releases_volumes=True,
+            regions=(region,) if region else (),
+        )
 
     # Reading
 
@@ -279,7 +311,47 @@ class AwsProvider(Provider):
             return
         log.debug("deleted EBS volume %s in %s", volume_id, region)
 
+    # Run nodes
+
+    def start_node(self, spec: NodeSpec, token: str) -> NodeFacts:
+        if spec.backend != "aws":
+            raise ProviderError(
+                "Backend not served by AWS",
+                f"{spec.address} has backend {spec.backend}, which the aws provider cannot start. "
+                f"Serve it with another provider, such as --provider {spec.backend}=local.",
+            )
+        region = self._region(spec.region, spec.address)
+        return self.nodes.start(replace(spec, region=region), token, client_token(token))
+
+    def stop_node(self, node_id: str, region: str | None = None) -> None:
+        self.nodes.stop(node_id, self._region(region, node_id))
+
+    def refresh_nodes(
+        self, node_ids: Iterable[str], regions: Mapping[str, str | None] | None = None
+    ) -> dict[str, NodeFacts]:
+        ids = list(node_ids)
+        resolved = {node_id: self._region((regions or {}).get(node_id), node_id) for node_id in ids}
+        return self.nodes.refresh(ids, resolved)
+
+    def find_nodes_by_token(self, tokens: Iterable[str], regions: Iterable[str | None] = ()) -> dict[str, NodeFacts]:
+        resolved = [self._region(region, "the interrupted starts") for region in regions or [None]]
+        return self.nodes.find_by_token(tokens, resolved)
+
+    def attach_volume(self, mount: MountSpec) -> None:
+        self.nodes.attach(mount, self._region(mount.region, mount.node_id))
+
+    def detach_volume(self, mount: MountSpec, *, force: bool) -> bool:
+        return self.nodes.detach(mount, self._region(mount.region, mount.node_id), force=force)
+
     # AWS calls
+
+    def _ssm_client(self, region: str) -> Any:
+        with self._lock:
+            client = self._ssm_clients.get(region)
+            if client is None:
+                client = self._session.client("ssm", region_name=region, config=self._config)
+                self._ssm_clients[region] = client
+            return client
 
     def _client(self, region: str) -> Any:
         # boto3 sessions are not thread-safe, but the clients they make are.

@@ -140,6 +140,8 @@ class MountSpec:
     backend: str
     volume_id: str | None = None
     instance_path: str | None = None
+    # The node's region, for providers whose API is regional; None in records made before it was kept.
+    region: str | None = None
 
     @property
     def source(self) -> str:
@@ -206,7 +208,7 @@ class Provider(ABC):
         """Start a node (an instance); a second call with the same token returns the first node."""
         raise self._no_nodes("start nodes")
 
-    def stop_node(self, node_id: str) -> None:
+    def stop_node(self, node_id: str, region: str | None = None) -> None:
         """Stop a node and release it; a node that is already gone counts as stopped.
 
         Unless the backend's capabilities say `stop_releases_volumes`, the caller detaches the
@@ -214,12 +216,14 @@ class Provider(ABC):
         """
         raise self._no_nodes("stop nodes")
 
-    def refresh_nodes(self, node_ids: Iterable[str]) -> dict[str, NodeFacts]:
+    def refresh_nodes(
+        self, node_ids: Iterable[str], regions: Mapping[str, str | None] | None = None
+    ) -> dict[str, NodeFacts]:
         """Read many nodes and their mounts at once. Ids the provider does not have are absent."""
         raise self._no_nodes("read nodes")
 
-    def find_nodes_by_token(self, tokens: Iterable[str]) -> dict[str, NodeFacts]:
-        """Find nodes started by interrupted starts, by their idempotency tokens."""
+    def find_nodes_by_token(self, tokens: Iterable[str], regions: Iterable[str | None] = ()) -> dict[str, NodeFacts]:
+        """Find nodes started by interrupted starts, by their idempotency tokens, in `regions`."""
         return {}
 
     def attach_volume(self, mount: MountSpec) -> None:

@@ -255,13 +255,15 @@ class LocalProvider(Provider):
     def start_node(self, spec: NodeSpec, token: str) -> NodeFacts:
         return self.nodes.start(spec, token)
 
-    def stop_node(self, node_id: str) -> None:
+    def stop_node(self, node_id: str, region: str | None = None) -> None:
         self.nodes.stop(node_id)
 
-    def refresh_nodes(self, node_ids: Iterable[str]) -> dict[str, NodeFacts]:
+    def refresh_nodes(
+        self, node_ids: Iterable[str], regions: Mapping[str, str | None] | None = None
+    ) -> dict[str, NodeFacts]:
         return self.nodes.refresh(node_ids)
 
-    def find_nodes_by_token(self, tokens: Iterable[str]) -> dict[str, NodeFacts]:
+    def find_nodes_by_token(self, tokens: Iterable[str], regions: Iterable[str | None] = ()) -> dict[str, NodeFacts]:
         return self.nodes.find_by_token(tokens)
 
     def attach_volume(self, mount: MountSpec) -> None:

@@ -17,6 +17,9 @@ process), so that every client, including a volplan subprocess, sees:
   bursts, and refusals that come from AWS's policy engine, which moto does not run
   (UnauthorizedOperation, expired credentials).
 
+Instances and attachments follow AWS's timing and refusals too: see tests/aws/strict_nodes.py
+(`StrictEc2.nodes`).
+
 `actions` records every request the server received, retries included.
 """
 
@@ -32,6 +35,8 @@ from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.responses import EC2Response
+
+from tests.aws.strict_nodes import StrictNodes
 
 VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
 # Size limits in GiB by volume type, from the EBS volume types documentation.
@@ -71,6 +76,7 @@ class StrictEc2:
         self._modifications: dict[str, int] = {}
         self._optimizing: set[str] = set()
         self._failures: list[InjectedFailure] = []
+        self.nodes = StrictNodes(self._lock)
 
     def fail(self, code: str, message: str, *, action: str | None = None, status: int = 400, times: int = 1) -> None:
         """Fail the next `times` requests for `action` (any action when None) with an AWS error."""
@@ -95,6 +101,7 @@ class StrictEc2:
                 failure = layer._take_failure(action)
             if failure is not None:
                 return _error_response(failure)
+            layer.nodes.before(action, response)
             return original_call(response)
 
         def status(volume: Volume) -> str:
@@ -112,6 +119,7 @@ class StrictEc2:
             EC2Response, "modify_volume", lambda response: layer._modify_volume(response, original_modify)
         )
         monkeypatch.setattr(Volume, "status", property(status))
+        self.nodes.install(monkeypatch)
 
     def _take_failure(self, action: str) -> InjectedFailure | None:
         for failure in self._failures:

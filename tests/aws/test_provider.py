@@ -427,6 +427,8 @@ def attach_to_new_instance(aws: Aws, volume_id: str) -> str:
     image_id = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     instance = client.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro")
     instance_id: str = instance["Instances"][0]["InstanceId"]
+    # AWS attaches only to a running instance; each describe moves the strict layer one step on.
+    client.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": 0.01})
     client.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device="/dev/sdf")
     return instance_id
 

@@ -10,6 +10,7 @@ import pytest
 
 from engine.errors import UsageError
 from providers.aws import AwsProvider, AwsSettings
+from providers.aws_nodes import NodeSettings
 from providers.registry import PROVIDER_KINDS, default_factory, parse_provider_flag
 
 
@@ -31,10 +32,45 @@ def test_options_are_read() -> None:
     )
 
 
-def test_node_options_are_accepted() -> None:
-    options = {"ami": "ami-0abc", "instance_type": "t3.micro", "subnet_id": "subnet-1", "security_group_ids": ["sg-1"]}
+def test_node_options_are_read() -> None:
+    options = {
+        "ami": "ami-0abc",
+        "instance_type": "t3.micro",
+        "subnet_id": "subnet-1",
+        "security_group_ids": ["sg-1"],
+        "key_name": "ops",
+        "start_timeout": "15m",
+        "attach_timeout": "2m",
+    }
 
-    assert AwsSettings.from_options(options) == AwsSettings()
+    nodes = AwsSettings.from_options(options).nodes
+
+    assert nodes == NodeSettings(
+        ami="ami-0abc",
+        instance_type="t3.micro",
+        subnet_id="subnet-1",
+        security_group_ids=("sg-1",),
+        key_name="ops",
+        start_timeout=900,
+        attach_timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"ami": "ami-1", "ami_ssm_parameter": "/aws/service/x"}, "providers.aws.ami_ssm_parameter"),
+        ({"security_group_ids": [1]}, "providers.aws.security_group_ids"),
+        ({"instance_type": ""}, "providers.aws.instance_type"),
+        ({"attach_timeout": "1h30m"}, "providers.aws.attach_timeout"),
+    ],
+)
+def test_invalid_node_option_named(options: dict[str, object], named: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        AwsSettings.from_options(options)
+
+    assert raised.value.title == "Invalid AWS provider setting"
+    assert named in raised.value.detail
 
 
 @pytest.mark.parametrize(
