@@ -40,7 +40,26 @@ def plan_changes(source: PlanInput) -> Plan:
     plan = narrow(plan, build_graph(plan), source.targets, source.excludes)
 
     check_protected(plan, source.project.settings)
+    plan.warnings.extend(_unmatched_settings(source, known))
     return plan
+
+
+def _unmatched_settings(source: PlanInput, known: set[str]) -> list[str]:
+    """Warn about protect: and moved: entries that name nothing, which is most often a typo."""
+    settings = source.project.settings
+    warnings = [
+        f"protect: lists {address}, which no configuration defines and the state does not record; "
+        f"check the spelling in volplan.yml, or remove the entry"
+        for address in settings.protect
+        if address not in known
+    ]
+    warnings.extend(
+        f"moved: from {old} to {new} names neither a recorded resource nor a configuration; "
+        f"check the spelling in volplan.yml, or remove the entry once the move is applied"
+        for old, new in settings.moved
+        if old not in known and new not in known
+    )
+    return warnings
 
 
 def _plan_configurations(source: PlanInput) -> Plan:

@@ -36,3 +36,23 @@ def test_mount_path_with_brackets_rejected(project: Path, local_root: Path) -> N
     assert result.exit_code == 1
     assert "train.dstack.yml:4" in result.stderr
     assert "[ or ]" in result.stderr
+
+
+def test_validate_lists_each_service_replica(project: Path, local_root: Path) -> None:
+    write(project, "svc.dstack.yml", "type: service\nport: 8000\ncommands: [serve]\nreplicas: 2\n")
+
+    result = run(project, "validate", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert '"address": "run.svc.node[0]"' in result.stdout
+    assert '"address": "run.svc.node[1]"' in result.stdout
+
+
+def test_unmatched_protect_entry_warns(project: Path, local_root: Path) -> None:
+    write(project, "dataset.dstack.yml", "type: volume\nname: dataset\nbackend: aws\nregion: eu-central-1\nsize: 1GB\n")
+    write(project, "volplan.yml", "protect:\n  - volume.datasett\n")
+
+    result = run(project, "plan")
+
+    assert result.exit_code == 0, result.output
+    assert "protect: lists volume.datasett" in result.stdout

@@ -9,8 +9,9 @@ import click
 
 from engine.cli.common import GlobalOptions, file_option, load
 from engine.errors import ConfigError
-from engine.nodes import RenderedMount, run_nodes
+from engine.nodes import RenderedMount, RunNode, run_nodes
 from engine.project import DesiredRun, Project
+from engine.run_config import RunConfiguration
 from engine.units import format_duration
 
 
@@ -71,14 +72,22 @@ def _run_json(run: DesiredRun) -> dict[str, Any]:
         "availability_zones": list(config.availability_zones),
         "nodes": [
             {
-                "address": f"{run.address}.node[{node.rank}]",
+                "address": f"{run.address}.node[{index}]",
                 "rank": node.rank,
                 "group": node.group,
-                "mounts": [_mount_json(f"{run.address}.node[{node.rank}]", mount) for mount in node.mounts],
+                "mounts": [_mount_json(f"{run.address}.node[{index}]", mount) for mount in node.mounts],
             }
-            for node in run_nodes(config)
+            for index, node in enumerate(_nodes(config))
         ],
     }
+
+
+def _nodes(config: RunConfiguration) -> list[RunNode]:
+    """A task's nodes in rank order; one node per replica, all of rank 0, for a service."""
+    nodes = run_nodes(config)
+    if config.type == "service":
+        return nodes[:1] * max(config.replicas, 1)
+    return nodes
 
 
 def _mount_json(node_address: str, mount: RenderedMount) -> dict[str, Any]:
