@@ -269,11 +269,11 @@ class LocalNodes:
     def _drop_vanished(self, volume_id: str, volume: dict[str, Any]) -> None:
         """Drop attachments to vanished nodes from `volume` and write it; the caller holds the lock."""
         attachments = volume.get("attachments") or []
-        gone = [holder for holder in attachments if self._vanished(holder)]
-        if not gone:
+        vanished = [holder for holder in attachments if self._vanished(holder)]
+        if not vanished:
             return
-        log.warning("released %s from node %s, which no longer exists", volume_id, ", ".join(gone))
-        volume["attachments"] = [holder for holder in attachments if holder not in gone]
+        log.warning("released %s from node %s, which no longer exists", volume_id, ", ".join(vanished))
+        volume["attachments"] = [holder for holder in attachments if holder not in vanished]
         self._write_volume(volume_id, volume)
 
     def _vanished(self, node_id: str) -> bool:

@@ -2,8 +2,8 @@
 
 A state file edited by hand or merged badly can record a volume at an address that its name
 does not give, one provider id at two addresses, or values that volplan never writes. Planning
-from such a file deletes or forgets real volumes, so every record is checked before a command
-uses the state, and every problem found is reported together.
+from such a file deletes real volumes or leaves them untracked, so every record is checked
+before a command uses the state, and every problem found is reported together.
 
 Pure: the records are data. `state.model` turns the problems into one error with positions.
 """
@@ -130,7 +130,9 @@ def _volume_problems(record: Record) -> list[tuple[str, str]]:
     if not address.startswith("volume.") or not is_volume_name(address.removeprefix("volume.")):
         problems.append(("address", f"address {_show(address)} is not volume.NAME with a valid volume name"))
     elif address != f"volume.{name}" and record.get(PENDING_RENAME) is not True:
-        problems.append(("address", f"address {_show(address)} is not volume.{name}, as its name gives"))
+        problems.append(
+            ("address", f"address {_show(address)} does not match name {_show(name)}: expected volume.{name}")
+        )
     override = record.get("name_override")
     if override is not None and override != name:
         problems.append(("name_override", f"name_override {_show(override)} differs from its name {_show(name)}"))
@@ -161,7 +163,7 @@ def _node_problems(record: Record) -> list[tuple[str, str]]:
     suffix = address.removeprefix(run) if address.startswith(run + ".node[") else ""
     match = _NODE_SUFFIX.fullmatch(suffix)
     if match is None:
-        return [("address", f"address {_show(address)} is not {run}.node[RANK], as its run gives")]
+        return [("address", f"address {_show(address)} does not match run {run}: expected {run}.node[INDEX]")]
     # The index in the address is not always the rank: every replica of a service has rank 0.
     return _id_problems(record)
 
@@ -172,7 +174,9 @@ def _mount_problems(record: Record) -> list[tuple[str, str]]:
         return [("path", f"path {_show(path)} is not an absolute path without .. parts")]
     expected = f"{record['node']}.mount[{path}]"
     if record["address"] != expected:
-        return [("address", f"address {_show(record['address'])} is not {expected}, as its node and path give")]
+        return [
+            ("address", f"address {_show(record['address'])} does not match its node and path: expected {expected}")
+        ]
     return []
 
 

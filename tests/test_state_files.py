@@ -279,7 +279,10 @@ DAMAGED_RECORDS = {
         'address "volume.ZZ top" is not volume.NAME with a valid volume name',
     ),
     "volume-address-kind": (_edit("volume.aa", address="run.aa"), 'address "run.aa" is not volume.NAME'),
-    "volume-address-other-name": (_edit("volume.aa", address="volume.zz"), 'address "volume.zz" is not volume.aa'),
+    "volume-address-other-name": (
+        _edit("volume.aa", address="volume.zz"),
+        'address "volume.zz" does not match name "aa": expected volume.aa',
+    ),
     "volume-name-invalid": (_edit("volume.aa", name="A"), 'name "A" is not a valid volume name'),
     "name-override-differs": (_edit("volume.aa", name_override="cc"), 'name_override "cc" differs from its name "aa"'),
     "volume-id-twice": (_copy_id("volume.aa", "volume.bb"), "is also recorded by volume.aa; each volume has one"),
@@ -303,12 +306,18 @@ DAMAGED_RECORDS = {
         'pending_rename is "yes", expected true or false',
     ),
     "run-missing": (_remove("run.train"), "run run.train is not recorded as a run"),
-    "node-address": (_edit(NODE_1, address="run.train.node[x]"), "is not run.train.node[RANK], as its run gives"),
+    "node-address": (
+        _edit(NODE_1, address="run.train.node[x]"),
+        "does not match run run.train: expected run.train.node[INDEX]",
+    ),
     "node-rank": (_edit(NODE_1, rank="1"), 'rank is "1", expected a number'),
     "node-id-twice": (_copy_id(NODE_0, NODE_1), f"is also recorded by {NODE_0}; each node has one address"),
     "node-id-path": (_edit(NODE_1, id="i-1/../../x"), 'id "i-1/../../x" is not a provider id'),
     "mount-node-missing": (_remove(NODE_1), f"node {NODE_1} is not recorded as a node"),
-    "mount-address": (_edit(MOUNT_1, address=f"{NODE_1}.mount[/elsewhere]"), f"is not {MOUNT_1}, as its node"),
+    "mount-address": (
+        _edit(MOUNT_1, address=f"{NODE_1}.mount[/elsewhere]"),
+        f"does not match its node and path: expected {MOUNT_1}",
+    ),
     "mount-path": (_edit(MOUNT_1, path="cache"), 'path "cache" is not an absolute path'),
 }
 
