@@ -122,6 +122,8 @@ def make_plan(source: PlanInput) -> Plan:
     volume_addresses = set(volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}
     if source.run_scope.runs is not None:
         volume_addresses = set()  # volplan stop and start change only their runs
+    else:
+        _check_registered_ids(volumes, prior, errors)
     for address in sorted(volume_addresses):
         desired = volumes.get(address)
         record = prior.get(address)
@@ -137,6 +139,28 @@ def make_plan(source: PlanInput) -> Plan:
         raise PlanError("Cannot plan", "\n".join(errors))
     _order(plan)
     return plan
+
+
+def _check_registered_ids(volumes: Mapping[str, DesiredVolume], prior: Mapping[str, Record], errors: list[str]) -> None:
+    """Reject registering a volume that the state already records at another address.
+
+    With two addresses, a delete at one would destroy the data that the other still uses. A
+    registered record that no configuration defines any more is deregistered by the same plan,
+    so taking its volume at the new address is allowed.
+    """
+    recorded = {r["id"]: a for a, r in prior.items() if r.get("kind") == "volume" and r.get("id")}
+    for address, desired in sorted(volumes.items()):
+        volume_id = desired.config.external_id
+        other = recorded.get(volume_id) if volume_id else None
+        if other is None or other == address:
+            continue
+        if other not in volumes and prior[other].get("external"):
+            continue
+        field = "volume_id" if desired.config.volume_id else "claim_name"
+        errors.append(
+            f"{desired.file}:{desired.line or 1}: {address}: {field} {volume_id} is already recorded as {other}, "
+            f"and a volume has one address. To give it the new address, rename {other} with a moved: entry."
+        )
 
 
 def _plan_volume(

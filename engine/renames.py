@@ -50,7 +50,6 @@ def apply_moves(
         return Moves(prior, facts)
     state = prior.copy()
     result = Moves(state, dict(facts))
-    result.warnings.extend(_fold_interrupted_renames(state, defined))
     for old, new in moved:
         reason = _skip_reason(state, old, new, defined)
         if reason is None:
@@ -75,31 +74,6 @@ def _skip_reason(state: State, old: str, new: str, defined: set[str]) -> str | N
     if old in defined:
         return f"{record.get('file')} still defines {old}"
     return None
-
-
-def _fold_interrupted_renames(state: State, defined: set[str]) -> list[str]:
-    """Forget the old address of a rename that stopped after recording the new address.
-
-    Both addresses then record one volume id. Planning the old one for deletion would destroy
-    the volume that the new one keeps, so the address that no configuration defines is dropped.
-    """
-    by_id: dict[str, list[str]] = {}
-    for address, record in state.resources.items():
-        if record.get("kind") == "volume" and record.get("id"):
-            by_id.setdefault(str(record["id"]), []).append(address)
-
-    warnings = []
-    for volume_id, addresses in sorted(by_id.items()):
-        kept = [address for address in addresses if address in defined]
-        if len(addresses) < 2 or len(kept) != 1:
-            continue
-        for address in sorted(set(addresses) - set(kept)):
-            del state.resources[address]
-            warnings.append(
-                f"{address} and {kept[0]} both record volume {volume_id}, as an interrupted rename leaves them; "
-                f"{address} is forgotten so that the volume is kept."
-            )
-    return warnings
 
 
 def _move(state: State, result: Moves, old: str, new: str) -> None:

@@ -23,6 +23,7 @@ from engine.workflow import Workspace
 from providers.base import VolumeFacts
 from state.locking import LockInfo
 from state.model import State
+from state.records import PENDING_RENAME
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,23 @@ def move(state: State, old: str, new: str) -> list[tuple[str, str]]:
     for source, target in moves:
         record = state.resources.pop(source)
         record["address"] = target
+        if record.get("kind") == "volume":
+            _mark_pending_rename(record)
         state.resources[target] = record
     _rewrite_references(state, renamed)
     return moves
+
+
+def _mark_pending_rename(record: Record) -> None:
+    """Mark a moved volume whose name at the provider differs from its new address.
+
+    The state check accepts such a record only with the mark. The next apply renames the
+    volume and writes the record without it.
+    """
+    if record["address"] == f"volume.{record.get('name')}":
+        record.pop(PENDING_RENAME, None)
+    else:
+        record[PENDING_RENAME] = True
 
 
 # Fields of node and mount records that hold the address of another record.

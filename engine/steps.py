@@ -86,8 +86,8 @@ class StepRunner:
         }
         handlers[change.action](change)
         if change.previous_address is not None and change.previous_address != change.address:
-            # A rename under moved: drops the old address only once the new one is recorded. A stop
-            # in between leaves both addresses with one volume id, which the next plan folds into one.
+            # A rename under moved: drops the old address only once the new one is recorded. After a
+            # stop in between, state.journal.fold_results drops the old address when it saves the state.
             self._record(None, change.previous_address, None)
         with self._lock:
             record = self._latest.get(change.address)

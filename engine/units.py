@@ -17,6 +17,9 @@ _DURATION = re.compile(r"(\d+) *([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _GB_PER_UNIT = {"mb": 1 / 1024, "gb": 1.0, "tb": 1024.0}
 DURATION_FIX = "Write one number and one unit (90s, 5m, 1h, 2d, 1w), bare seconds, or off."
+# The largest size accepted anywhere (1024TB). It is a bound against nonsense, not a cloud's
+# limit: each provider rejects a size above its own maximum when it creates or grows a volume.
+MAX_SIZE_GB = 1024 * 1024
 
 
 class UnitError(ValueError):
@@ -28,34 +31,38 @@ class UnitError(ValueError):
         self.fix = fix
 
 
-# 1 PB: far above the largest single volume of any dstack backend (AWS EBS: 64 TiB), and small
-# enough that sizes stay exact in every figure volplan computes from them.
-MAX_SIZE_GB = 1024 * 1024
-
-
 def parse_size_gb(value: object) -> int:
     """Parse a dstack size (`100`, `"100"`, `100GB`, `1TB`, `1024MB`) into a positive whole number of GB.
 
-    Spaces and case are ignored, as in dstack. TB is 1024 GB and MB is 1/1024 GB.
+    Spaces and case are ignored, as in dstack. TB is 1024 GB and MB is 1/1024 GB. The result is
+    at most MAX_SIZE_GB.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise UnitError("is not a size", "Write a number of GB such as 100 or a string such as 100GB.")
 
-    gigabytes = float(value) if not isinstance(value, str) else _size_text_gb(value)
+    try:
+        gigabytes = float(value) if not isinstance(value, str) else _size_text_gb(value)
+    except OverflowError:
+        # An integer beyond a float's range, such as 10**400.
+        raise _too_large() from None
 
     if not math.isfinite(gigabytes):
         raise UnitError("is not a finite size", "Write a size such as 100GB.")
     if gigabytes <= 0:
         raise UnitError("must be positive", "Write a size of at least 1GB.")
     if gigabytes > MAX_SIZE_GB:
-        raise UnitError(
-            f"is larger than {MAX_SIZE_GB // 1024}TB, more than any dstack backend offers in one volume",
-            "Write a size such as 100GB or 1TB.",
-        )
+        raise _too_large()
     if gigabytes != int(gigabytes):
         nearest = max(1, round(gigabytes))
         raise UnitError(f"is {gigabytes:g} GB, not a whole number of GB", f"Write size: {nearest}GB.")
     return int(gigabytes)
+
+
+def _too_large() -> UnitError:
+    largest = f"{MAX_SIZE_GB // 1024}TB"
+    return UnitError(
+        f"is larger than {largest}, the largest size volplan accepts", f"Write a size of at most {largest}."
+    )
 
 
 def _size_text_gb(value: str) -> float:

@@ -132,7 +132,7 @@ class LocalProvider(Provider):
         for row in self._query("SELECT metadata FROM volumes"):
             facts = _facts(json.loads(row[0]))
             if facts.id in wanted:
-                found[facts.id] = facts
+                found[facts.id] = self._without_vanished_nodes(facts)
         log.debug("refreshed %d local volumes, %d found", len(wanted), len(found))
         return found
 
@@ -144,7 +144,7 @@ class LocalProvider(Provider):
                 f"the local provider has no volume {volume_id} under {self.root}. "
                 "Check the volume_id, or create the volume first.",
             )
-        return _facts(metadata)
+        return self._without_vanished_nodes(_facts(metadata))
 
     def find_volumes_by_token(
         self, tokens: Iterable[str], regions: Iterable[str | None] = ()
@@ -157,7 +157,7 @@ class LocalProvider(Provider):
         for row in self._query("SELECT metadata FROM volumes WHERE token IS NOT NULL"):
             facts = _facts(json.loads(row[0]))
             if facts.token in wanted:
-                found[facts.token] = facts
+                found[facts.token] = self._without_vanished_nodes(facts)
         return found
 
     # Changing
@@ -234,6 +234,8 @@ class LocalProvider(Provider):
             log.info("delete of %s: already gone", volume_id)
             self._execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
             return
+        if metadata.get("attachments") and self.nodes.has_vanished(metadata["attachments"]):
+            metadata = self.nodes.release_vanished(volume_id) or metadata
         if metadata.get("attachments"):
             raise ProviderError(
                 "Volume in use",
@@ -249,6 +251,13 @@ class LocalProvider(Provider):
         self._execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
         shutil.rmtree(trash, ignore_errors=True)
         log.debug("deleted local volume %s", volume_id)
+
+    def _without_vanished_nodes(self, facts: VolumeFacts) -> VolumeFacts:
+        """Release the volume from nodes removed outside volplan, as a terminated instance would."""
+        if not self.nodes.has_vanished(facts.attachments):
+            return facts
+        metadata = self.nodes.release_vanished(facts.id)
+        return _facts(metadata) if metadata is not None else facts
 
     # Nodes and mounts (simulated instance hosts)
 

@@ -16,7 +16,9 @@ folder inside `host/`. node.json records each link with its target; the provider
 or reports only links whose target still matches that record, and follows no other link.
 
 Attachments are also recorded in each volume's volume.json (`attachments`: node ids), which
-is what enforces single attachment. Changes to both files happen under one lock (a thread
+is what enforces single attachment. A node whose folder was removed outside volplan releases
+its volumes, as a terminated cloud instance does: `release_vanished` drops it from a volume's
+attachments when the provider next reads or attaches that volume. Changes to both files happen under one lock (a thread
 lock and an flock on `nodes/.lock`), so concurrent applies in several processes stay
 consistent.
 
@@ -202,6 +204,18 @@ class LocalNodes:
             self._release_volume(mount)
             return True
 
+    def has_vanished(self, holders: Iterable[str]) -> bool:
+        """Return whether any of the node ids in a volume's attachments no longer exists."""
+        return any(self._vanished(holder) for holder in holders)
+
+    def release_vanished(self, volume_id: str) -> dict[str, Any] | None:
+        """Release the volume from nodes that no longer exist; return its metadata as it is now."""
+        with self._locked():
+            volume = self._read_volume(volume_id)
+            if volume is not None:
+                self._drop_vanished(volume_id, volume)
+            return volume
+
     def detach_held(self, volume_id: str) -> bool:
         return (self.root / volume_id / HOLD_DETACH_MARKER).exists()
 
@@ -239,6 +253,7 @@ class LocalNodes:
                 f"{node['availability_zone']}; on {node['backend']} a volume attaches only within its zone.",
             )
 
+        self._drop_vanished(mount.volume_id, volume)
         holders = [holder for holder in volume.get("attachments") or [] if holder != mount.node_id]
         if holders and not self._capabilities(volume["backend"]).multi_attach:
             raise ProviderError(
@@ -250,6 +265,20 @@ class LocalNodes:
             volume["attachments"] = sorted([*holders, mount.node_id])
             self._write_volume(mount.volume_id, volume)
         return self._volume_data(mount.volume_id)
+
+    def _drop_vanished(self, volume_id: str, volume: dict[str, Any]) -> None:
+        """Drop attachments to vanished nodes from `volume` and write it; the caller holds the lock."""
+        attachments = volume.get("attachments") or []
+        vanished = [holder for holder in attachments if self._vanished(holder)]
+        if not vanished:
+            return
+        log.warning("released %s from node %s, which no longer exists", volume_id, ", ".join(vanished))
+        volume["attachments"] = [holder for holder in attachments if holder not in vanished]
+        self._write_volume(volume_id, volume)
+
+    def _vanished(self, node_id: str) -> bool:
+        # Only a well-formed id can name a local node; anything else is left for a person to read.
+        return bool(NODE_ID.match(node_id)) and not (self.folder / node_id / NODE_METADATA).exists()
 
     def _release_volume(self, mount: MountSpec) -> None:
         if mount.volume_id is None:

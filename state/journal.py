@@ -136,13 +136,30 @@ def _read_entry(
 
 
 def fold_results(state: State, results: list[tuple[str, Record | None]]) -> State:
-    """Return a copy of `state` with journal results applied in order."""
+    """Return a copy of `state` with journal results applied in order.
+
+    A volume id that a result records at one address and an untouched record keeps at another
+    is a rename under `moved:` that stopped before it dropped the old address. The old address
+    is dropped here, so that the state never records one volume twice.
+    """
     folded = state.copy()
     for address, record in results:
         if record is None:
             folded.resources.pop(address, None)
         else:
             folded.resources[address] = record
+
+    written = {address for address, _ in results}
+    moved_ids = {
+        record["id"]: address
+        for address, record in folded.resources.items()
+        if address in written and record.get("kind") == "volume" and record.get("id")
+    }
+    for address, record in list(folded.resources.items()):
+        new_address = moved_ids.get(record.get("id")) if record.get("kind") == "volume" else None
+        if new_address is not None and address not in written:
+            log.info("dropped %s: its volume %s is now recorded at %s", address, record["id"], new_address)
+            del folded.resources[address]
     return folded
 
 

@@ -48,12 +48,15 @@ class Migration:
         return self.from_version != STATE_VERSION or bool(self.filled) or bool(self.undecided_external)
 
 
-def read_version(data: Document, origin: str, restore: str) -> int:
-    """Read and check the version; reject a version newer than this volplan's."""
+def read_version(data: Document, origin: str, restore: Callable[[], str]) -> int:
+    """Read and check the version; reject a version newer than this volplan's.
+
+    `restore` returns the sentence that says where to restore a damaged file from.
+    """
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise StateError(
-            "Damaged state file", f"{origin}: version is {json.dumps(version)}, expected a number. {restore}"
+            "Damaged state file", f"{origin}: version is {json.dumps(version)}, expected a number. {restore()}"
         )
     if version > STATE_VERSION:
         raise StateError(
@@ -64,7 +67,7 @@ def read_version(data: Document, origin: str, restore: str) -> int:
     if version < OLDEST_VERSION:
         raise StateError(
             "Damaged state file",
-            f"{origin}: version {version} is not a volplan state version (the first is {OLDEST_VERSION}). {restore}",
+            f"{origin}: version {version} is not a volplan state version (the first is {OLDEST_VERSION}). {restore()}",
         )
     return version
 

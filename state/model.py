@@ -7,46 +7,17 @@ sorted by address, so that a git diff shows only real changes.
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import StateError
 from state.migrations import STATE_VERSION, Migration, read_version, upgrade
+from state.records import Problem, Record, check_records
 
 __all__ = ["STATE_VERSION", "Record", "State", "parse_state"]
-
-Record = dict[str, Any]
-
-# Fields every record of a kind must carry, with their JSON types.
-_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "volume": {
-        "address": str,
-        "kind": str,
-        "name": str,
-        "id": str,
-        "provider": str,
-        "backend": str,
-        "external": bool,
-    },
-    "run": {"address": str, "kind": str, "name": str, "provider": str, "backend": str, "stopped": bool},
-    "node": {"address": str, "kind": str, "run": str, "id": str, "provider": str, "backend": str},
-    "mount": {"address": str, "kind": str, "node": str, "path": str, "provider": str, "backend": str},
-}
-# Fields a record of a kind may carry, with their JSON types (None is written as null).
-_OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "volume": {
-        "region": (str, type(None)),
-        "availability_zone": (str, type(None)),
-        "size_gb": (int, type(None)),
-        "auto_cleanup_duration": (int, type(None)),
-        "created_at": (str, type(None)),
-        "file": (str, type(None)),
-        "name_override": (str, type(None)),
-        "volume_id": (str, type(None)),
-        "tags": dict,
-    },
-}
 
 
 @dataclass
@@ -81,18 +52,27 @@ class State:
         return State(self.lineage, self.serial, resources, self.version, self.migration)
 
 
-def parse_state(text: str, origin: str) -> State:
-    """Parse and check a state file's text; a damaged file raises StateError naming the fix."""
-    restore = f"Restore it from git or from {origin}.backup, then run the command again."
+def parse_state(text: str, origin: str, backup: Callable[[], str | None] | None = None) -> State:
+    """Parse and check a state file's text; a damaged file raises StateError naming the fix.
+
+    `backup` returns the name of the backup to restore from, or None when there is none; it is
+    called only when the file is damaged.
+    """
+
+    def restore() -> str:
+        name = backup() if backup is not None else None
+        place = f"from git or from {name}" if name else "from git"
+        return f"Restore it {place}, then run the command again."
+
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise StateError(
-            "Damaged state file",
-            f"{origin}:{error.lineno}:{error.colno}: invalid JSON ({error.msg}). {restore}",
-        ) from None
+    except ValueError as error:
+        # JSONDecodeError, or a number longer than Python's int conversion limit.
+        where = f"{origin}:{error.lineno}:{error.colno}" if isinstance(error, json.JSONDecodeError) else origin
+        problem = error.msg if isinstance(error, json.JSONDecodeError) else "a number is too long"
+        raise StateError("Damaged state file", f"{where}: invalid JSON ({problem}). {restore()}") from None
     if not isinstance(data, dict):
-        raise StateError("Damaged state file", f"{origin}: the top level is not a JSON object. {restore}")
+        raise StateError("Damaged state file", f"{origin}: the top level is not a JSON object. {restore()}")
 
     data, migration = upgrade(data, read_version(data, origin, restore))
 
@@ -102,72 +82,108 @@ def parse_state(text: str, origin: str) -> State:
     if not isinstance(lineage, str) or not _is_uuid(lineage):
         raise StateError(
             "Damaged state file",
-            f"{_at(origin, text, _LINEAGE_KEY)}: lineage {json.dumps(lineage)} is not a UUID. {restore}",
+            f"{_at(origin, text, _LINEAGE_KEY)}: lineage {json.dumps(lineage)} is not a UUID. {restore()}",
         )
     if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
         raise StateError(
             "Damaged state file",
-            f"{_at(origin, text, _SERIAL_KEY)}: serial {json.dumps(serial)} is not a non-negative number. {restore}",
+            f"{_at(origin, text, _SERIAL_KEY)}: serial {json.dumps(serial)} is not a non-negative number. {restore()}",
         )
     if not isinstance(resources, list):
-        raise StateError("Damaged state file", f"{origin}: resources is not a list. {restore}")
+        raise StateError("Damaged state file", f"{origin}: resources is not a list. {restore()}")
 
-    return State(lineage, serial, _index_resources(resources, origin, text, restore), STATE_VERSION, migration)
-
-
-def _index_resources(resources: list[Any], origin: str, text: str, restore: str) -> dict[str, Record]:
-    indexed: dict[str, Record] = {}
-    for position, record in enumerate(resources):
-        if not isinstance(record, dict) or not isinstance(record.get("address"), str):
-            raise StateError("Damaged state file", f"{origin}: resources[{position}] has no address. {restore}")
-        address = record["address"]
-        where = f"{_at(origin, text, _address_key(address), occurrence=2 if address in indexed else 1)}: resources[{position}]"
-        if address in indexed:
-            raise StateError("Damaged state file", f"{where}: address {address} appears twice. {restore}")
-        _check_fields(record, where, restore)
-        indexed[address] = record
-    return indexed
+    indexed, problems = check_records(resources)
+    if problems:
+        raise StateError("Damaged state file", _describe(problems, resources, origin, text) + "\n" + restore())
+    return State(lineage, serial, indexed, STATE_VERSION, migration)
 
 
-def _check_fields(record: Record, where: str, restore: str) -> None:
-    kind = record.get("kind")
-    required = _REQUIRED.get(str(kind))
-    if required is None:
-        # Kinds this version does not model in depth are kept as they are.
-        if not isinstance(kind, str):
-            raise StateError("Damaged state file", f"{where} ({record['address']}) has no kind. {restore}")
-        return
-    present = {name: expected for name, expected in _OPTIONAL.get(str(kind), {}).items() if name in record}
-    for name, expected in {**required, **present}.items():
-        value = record.get(name)
-        wrong_bool = isinstance(value, bool) and bool not in _as_tuple(expected)
-        if not isinstance(value, expected) or wrong_bool or not _text_mapping(name, value):
-            raise StateError(
-                "Damaged state file",
-                f"{where} ({record['address']}): {name} is {_shorten(json.dumps(value))}, "
-                f"expected {_type_name(expected)}. {restore}",
-            )
+# At most this many problems are listed; a file with more is reported with their count.
+_MAX_LISTED = 20
 
 
-def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
-    return expected if isinstance(expected, tuple) else (expected,)
+def _describe(problems: list[Problem], resources: list[Any], origin: str, text: str) -> str:
+    """Return one line per problem: `file:line: resources[N] (address): what is wrong.`"""
+    offsets = _record_offsets(text)
+    lines = []
+    for problem in problems[:_MAX_LISTED]:
+        record = resources[problem.position]
+        address = record.get("address") if isinstance(record, dict) else None
+        subject = f" ({address})" if isinstance(address, str) else ""
+        line = _line_of(text, offsets, problem)
+        where = f"{origin}:{line}" if line is not None else origin
+        ending = "" if problem.text.endswith(".") else "."
+        lines.append(f"{where}: resources[{problem.position}]{subject}: {problem.text}{ending}")
+    if len(problems) > _MAX_LISTED:
+        lines.append(f"... and {len(problems) - _MAX_LISTED} more problems.")
+    return "\n".join(lines)
 
 
-def _text_mapping(name: str, value: Any) -> bool:
-    """Tags map strings to strings; any other field passes."""
-    return name != "tags" or all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+def _line_of(text: str, offsets: list[tuple[int, dict[str, int]]] | None, problem: Problem) -> int | None:
+    if offsets is None or problem.position >= len(offsets):
+        return None
+    start, keys = offsets[problem.position]
+    offset = keys.get(problem.field, start) if problem.field is not None else start
+    return text.count("\n", 0, offset) + 1
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _record_offsets(text: str) -> list[tuple[int, dict[str, int]]] | None:
+    """Return each record's offset in `text`, with the offset of each of its keys.
+
+    Called only for a damaged file whose JSON parsed, so the walk cannot fail on syntax. It
+    assumes that upgrades keep the records in their order, as every upgrade so far does.
+    """
+    top = _object_keys(text, _skip(text, 0))
+    if top is None or "resources" not in top:
+        return None
+    _, key_end = _DECODER.raw_decode(text, top["resources"])
+    index = _value_start(text, key_end)
+    if text[index] != "[":
+        return None
+
+    records = []
+    index = _skip(text, index + 1)
+    while text[index] != "]":
+        records.append((index, _object_keys(text, index) or {}))
+        _, index = _DECODER.raw_decode(text, index)
+        index = _skip(text, index)
+        if text[index] == ",":
+            index = _skip(text, index + 1)
+    return records
+
+
+def _object_keys(text: str, index: int) -> dict[str, int] | None:
+    """Map each key of the JSON object at `index` to its offset; None when no object is there."""
+    if text[index] != "{":
+        return None
+    keys: dict[str, int] = {}
+    index = _skip(text, index + 1)
+    while text[index] != "}":
+        key, after = _DECODER.raw_decode(text, index)
+        keys[key] = index
+        _, index = _DECODER.raw_decode(text, _value_start(text, after))
+        index = _skip(text, index)
+        if text[index] == ",":
+            index = _skip(text, index + 1)
+    return keys
+
+
+def _value_start(text: str, after_key: int) -> int:
+    """Return the offset of the value that follows a key ending at `after_key` (past the colon)."""
+    return _skip(text, _skip(text, after_key) + 1)
+
+
+def _skip(text: str, index: int) -> int:
+    match = _WHITESPACE.match(text, index)
+    return match.end() if match else index
 
 
 _LINEAGE_KEY = '"lineage":'
 _SERIAL_KEY = '"serial":'
-
-
-def _address_key(address: str) -> str:
-    return f'"address": {json.dumps(address)}'
 
 
 def _at(origin: str, text: str, needle: str, occurrence: int = 1) -> str:
@@ -178,13 +194,6 @@ def _at(origin: str, text: str, needle: str, occurrence: int = 1) -> str:
         if index < 0:
             return origin
     return f"{origin}:{text.count(chr(10), 0, index) + 1}"
-
-
-def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {str: "a string", bool: "true or false", int: "a number", dict: "a mapping of strings", type(None): "null"}
-    if isinstance(expected, tuple):
-        return " or ".join(names.get(t, t.__name__) for t in expected)
-    return names.get(expected, expected.__name__)
 
 
 def _is_uuid(text: str) -> bool:

@@ -186,7 +186,7 @@ class S3StateStore:
         text = self.read_text()
         if text is None:
             return None
-        state = parse_state(text, self.location.url)
+        state = parse_state(text, self.location.url, self._existing_backup)
         if self._first_read_text is None:
             self._first_read_text = text
             self._first_read_migration = state.migration
@@ -201,11 +201,17 @@ class S3StateStore:
         try:
             return found.body.decode("utf-8")
         except UnicodeDecodeError:
+            backup = self._existing_backup()
+            place = f"from {backup} or " if backup else ""
             raise StateError(
                 "Damaged state file",
-                f"{self.location.url} is not UTF-8 text. Restore it from {self.objects.describe(self.backup_key)} "
-                "or from an earlier version of the object.",
+                f"{self.location.url} is not UTF-8 text. Restore it {place}from an earlier version of the object.",
             ) from None
+
+    def _existing_backup(self) -> str | None:
+        if self.backup_key not in self.objects.list_keys(self.backup_key):
+            return None
+        return self.objects.describe(self.backup_key)
 
     def write(self, state: State) -> None:
         self.write_text(state.to_text())

@@ -54,7 +54,7 @@ class LocalStateStore:
         text = self.read_text()
         if text is None:
             return None
-        state = parse_state(text, str(self.path))
+        state = parse_state(text, str(self.path), self._existing_backup)
         if self._first_read_text is None:
             self._first_read_text = text
             self._first_read_migration = state.migration
@@ -80,10 +80,12 @@ class LocalStateStore:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise StateError(
-                "Damaged state file",
-                f"{self.path} is not UTF-8 text. Restore it from git or from {self.backup_path}.",
-            ) from None
+            backup = self._existing_backup()
+            place = f"from git or from {backup}" if backup else "from git"
+            raise StateError("Damaged state file", f"{self.path} is not UTF-8 text. Restore it {place}.") from None
+
+    def _existing_backup(self) -> str | None:
+        return str(self.backup_path) if self.backup_path.is_file() else None
 
     def write(self, state: State) -> None:
         """Write the state atomically, first saving the state as this command first read it.

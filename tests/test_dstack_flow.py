@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from providers.base import VolumeSpec
 from providers.local import LocalProvider
 from tests.conftest import run, volume_file, write
 from tests.terminal import run_in_terminal
@@ -262,9 +263,8 @@ def test_name_equal_to_configuration_name_is_no_override(project: Path, local_ro
 
 def test_registered_copy_keeps_data_on_delete(project: Path, local_root: Path) -> None:
     provider = LocalProvider(local_root)
-    volume_file(project, "source")
-    run(project, "apply", "-y")
-    volume_id = records(project)["volume.source"]["id"]
+    spec = VolumeSpec("volume.source", "source", "aws", "eu-central-1", None, 100, {}, "another-lineage")
+    volume_id = provider.create_volume(spec, token="made-outside").id
     (provider.volume_data_path(volume_id) / "keep.txt").write_text("kept")
     write(
         project,

@@ -12,7 +12,9 @@ from engine.actions import Action, Change, Plan
 from engine.errors import UsageError
 from engine.planner import build_graph
 from engine.targeting import check_address, narrow
+from providers.base import VolumeSpec
 from providers.local import LocalProvider
+from state.journal import begin_entry, done_entry, encode_entry
 from tests.conftest import run, volume_file, write
 
 STATE = "volplan.state.json"
@@ -196,9 +198,8 @@ def test_replace_makes_new_volume(project: Path, provider: LocalProvider) -> Non
 
 
 def test_replace_registered_keeps_data(project: Path, provider: LocalProvider) -> None:
-    volume_file(project, "maker")
-    run(project, "apply", "-y")
-    volume_id = records(project)["volume.maker"]["id"]
+    spec = VolumeSpec("volume.outside", "outside", "aws", "eu-central-1", None, 100, {}, "another-lineage")
+    volume_id = provider.create_volume(spec, token="made-outside").id
     write(
         project,
         "shared.dstack.yml",
@@ -298,20 +299,27 @@ def test_rename_after_apply_is_no_op(project: Path) -> None:
     assert actions(document) == []
 
 
-def test_rename_interrupted_keeps_volume(project: Path) -> None:
-    """A stop between recording the new address and dropping the old one leaves both in the state."""
+def test_rename_interrupted_keeps_volume(project: Path, provider: LocalProvider) -> None:
+    """A stop after the journal recorded the new address and before it dropped the old one."""
     volume_file(project, "data")
     run(project, "apply", "-y")
     state = json.loads((project / STATE).read_text())
     old = state["resources"][0]
-    state["resources"].append({**old, "address": "volume.dataset", "name": "dataset"})
-    (project / STATE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    provider.update_volume(old["id"], size_gb=None, tags=None, name="dataset")
     _rename_data(project)
+    write(project, "volplan.yml", MOVED)
+    renamed = {**old, "address": "volume.dataset", "name": "dataset"}
+    entries = [begin_entry(state["lineage"]), done_entry(None, "volume.dataset", renamed)]
+    (project / f"{STATE}.journal").write_bytes(b"".join(encode_entry(entry) for entry in entries))
 
-    result = run(project, "plan")
+    planned = run(project, "plan")
+    applied = run(project, "apply", "-y")
 
-    assert "No changes." in result.stdout
-    assert "volume.data is forgotten so that the volume is kept" in result.stdout
+    assert "No changes." in planned.stdout
+    assert applied.exit_code == 0, applied.output
+    assert run(project, "plan", "--detailed-exitcode").exit_code == 0
+    assert [(address, record["id"]) for address, record in records(project).items()] == [("volume.dataset", old["id"])]
+    assert provider.volume_data_path(old["id"]).is_dir()
 
 
 def test_moved_ignored_when_old_still_defined(project: Path) -> None:

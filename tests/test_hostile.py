@@ -684,4 +684,4 @@ def test_state_error_names_line() -> None:
     with pytest.raises(StateError) as caught:
         parse_state(text, "s.json")
 
-    assert "s.json:7: resources[0] (volume.a): size_gb is true, expected a number or null" in caught.value.detail
+    assert "s.json:14: resources[0] (volume.a): size_gb is true, expected a number." in caught.value.detail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,57 @@ def test_instance_path_stays_inside_host_folder(provider: LocalProvider, local_r
     target = Path(os.readlink(provider.nodes.root_path(node_id, "/cache")))
     assert target == local_root / "nodes" / node_id / "host" / "mnt" / "cache"
     assert target.is_dir()
+
+
+def test_attach_releases_vanished_holder(provider: LocalProvider, local_root: Path) -> None:
+    volume_id = make_volume(provider, "data")
+    gone = make_node(provider, 0)
+    provider.attach_volume(MountSpec(gone, "/data", "aws", volume_id=volume_id))
+    shutil.rmtree(local_root / "nodes" / gone)
+    node_id = make_node(provider, 1)
+
+    provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id=volume_id))
+
+    metadata = json.loads((local_root / volume_id / "volume.json").read_text())
+    assert metadata["attachments"] == [node_id]
+    assert "last_detached_at" in metadata
+
+
+def test_read_releases_vanished_holder(provider: LocalProvider, local_root: Path) -> None:
+    volume_id = make_volume(provider, "data")
+    gone = make_node(provider, 0)
+    provider.attach_volume(MountSpec(gone, "/data", "aws", volume_id=volume_id))
+    assert provider.read_volume(volume_id).attachments == (gone,)
+    shutil.rmtree(local_root / "nodes" / gone)
+
+    facts = provider.read_volume(volume_id)
+
+    assert facts.attachments == ()
+    assert facts.status == "available"
+    assert facts.idle_since is not None
+    assert json.loads((local_root / volume_id / "volume.json").read_text())["attachments"] == []
+
+
+def test_refresh_and_delete_release_vanished_holder(provider: LocalProvider, local_root: Path) -> None:
+    kept = make_volume(provider, "kept")
+    deleted = make_volume(provider, "deleted")
+    gone = make_node(provider, 0)
+    provider.attach_volume(MountSpec(gone, "/kept", "aws", volume_id=kept))
+    provider.attach_volume(MountSpec(gone, "/deleted", "aws", volume_id=deleted))
+    shutil.rmtree(local_root / "nodes" / gone)
+
+    refreshed = provider.refresh_volumes([kept])
+    provider.delete_volume(deleted)
+
+    assert refreshed[kept].attachments == ()
+    assert not (local_root / deleted).exists()
+
+
+def test_live_holder_is_kept(provider: LocalProvider, local_root: Path) -> None:
+    volume_id = make_volume(provider, "data")
+    holder = make_node(provider, 0)
+    provider.attach_volume(MountSpec(holder, "/data", "aws", volume_id=volume_id))
+
+    assert provider.read_volume(volume_id).attachments == (holder,)
+    with pytest.raises(ProviderError, match="Volume in use"):
+        provider.attach_volume(MountSpec(make_node(provider, 1), "/data", "aws", volume_id=volume_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -687,3 +688,44 @@ def test_interrupted_start_is_adopted(project: Path, local_root: Path) -> None:
     assert after["run.train.node[1]"]["id"] == lost["id"]
     assert after["run.train.node[1].mount[/data]"]["node_id"] == lost["id"]
     assert len(list((local_root / "nodes").glob("i-*"))) == 2
+
+
+def test_vanished_node_releases_its_volume(project: Path, local_root: Path) -> None:
+    two_node_project(project)
+    assert run(project, "apply", "-y").exit_code == 0
+    state = read_state(project)
+    gone = state["run.train.node[0]"]["id"]
+    volume_id = state["volume.data-0"]["id"]
+    (LocalProvider(local_root).volume_data_path(volume_id) / "kept.txt").write_text("kept")
+    shutil.rmtree(local_root / "nodes" / gone)
+
+    drift = run(project, "drift")
+    metadata = json.loads((local_root / volume_id / "volume.json").read_text())
+    applied = run(project, "apply", "-y")
+    planned = run(project, "plan", "--detailed-exitcode")
+
+    assert drift.exit_code == 2, drift.output
+    assert metadata["attachments"] == []
+    assert "last_detached_at" in metadata
+    assert applied.exit_code == 0, applied.output
+    assert planned.exit_code == 0, planned.output
+    node = read_state(project)["run.train.node[0]"]["id"]
+    assert node != gone
+    assert json.loads((local_root / volume_id / "volume.json").read_text())["attachments"] == [node]
+    assert (node_root(local_root, read_state(project), "run.train.node[0]") / "data" / "kept.txt").read_text() == "kept"
+
+
+def test_stop_and_start_after_node_vanished(project: Path, local_root: Path) -> None:
+    two_node_project(project)
+    assert run(project, "apply", "-y").exit_code == 0
+    state = read_state(project)
+    gone = state["run.train.node[1]"]["id"]
+    shutil.rmtree(local_root / "nodes" / gone)
+
+    assert run(project, "stop", "train", "-y").exit_code == 0
+    assert run(project, "start", "train", "-y").exit_code == 0
+
+    assert run(project, "plan", "--detailed-exitcode").exit_code == 0
+    volume_id = state["volume.data-1"]["id"]
+    node = read_state(project)["run.train.node[1]"]["id"]
+    assert json.loads((local_root / volume_id / "volume.json").read_text())["attachments"] == [node]

@@ -170,6 +170,21 @@ def test_mv_then_rename_keeps_volume(project: Path, provider: LocalProvider) -> 
     assert result.exit_code == 0, result.output
     assert "1 updated" in result.stdout
     assert provider.read_volume(ids["volume.data"]).name == "dataset"
+    assert "pending_rename" not in records(project)["volume.dataset"]
+
+
+def test_mv_marks_pending_rename(project: Path) -> None:
+    applied(project, "data")
+
+    run(project, "state", "mv", "volume.data", "volume.dataset")
+    marked = records(project)["volume.dataset"]
+    run(project, "state", "mv", "volume.dataset", "volume.data")
+    back = records(project)["volume.data"]
+
+    assert marked["name"] == "data"
+    assert marked["pending_rename"] is True
+    assert "pending_rename" not in back
+    assert run(project, "plan", "--detailed-exitcode").exit_code == 0
 
 
 def test_mv_rejects_taken_address(project: Path) -> None:

@@ -163,7 +163,7 @@ def test_driver_conflict_writes_nothing(tmp_path: Path) -> None:
                     "lineage": LINEAGE,
                     "serial": 1,
                     "resources": [
-                        {"address": "volume.x", "kind": "volume", "name": "x", "id": "vol-1", "backend": "aws"}
+                        {"address": "volume.xy", "kind": "volume", "name": "xy", "id": "vol-1", "backend": "aws"}
                     ],
                 }
             ),

@@ -13,6 +13,7 @@ from engine.units import UnitError, format_duration, parse_duration, parse_size_
         ("100GB", 100),
         ("100 gb", 100),
         (" 2TB ", 2048),
+        ("1024TB", 1024 * 1024),
         ("1024MB", 1),
         (1.0, 1),
         ("1 0 0 G B", 100),
@@ -35,6 +36,9 @@ def test_size_accepted(value: object, expected: int) -> None:
         (True, "Write a number of GB such as 100 or a string such as 100GB."),
         ("100PB", "Write a number with an optional MB, GB or TB suffix, such as 100GB."),
         ("inf", "Write a size such as 100GB."),
+        ("1025TB", "Write a size of at most 1024TB."),
+        (1024 * 1024 + 1, "Write a size of at most 1024TB."),
+        (10**400, "Write a size of at most 1024TB."),
         (float("nan"), "Write a size such as 100GB."),
     ],
 )
@@ -85,4 +89,4 @@ def test_duration_format(seconds: int | None, text: str) -> None:
 def test_size_above_limit_rejected() -> None:
     with pytest.raises(UnitError) as caught:
         parse_size_gb("1e30TB")
-    assert "larger than" in caught.value.problem
+    assert "larger than 1024TB" in caught.value.problem
