@@ -76,16 +76,21 @@ class _Context:
     desired_mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Volume address -> {mount address: file} for every mount that configurations still list.
     listed_by: dict[str, dict[str, str]] = field(default_factory=dict)
+    # (kind, parent field) -> parent address -> the prior records under it, sorted by address.
+    # Built once per pair, so looking up a run's nodes does not scan the whole state each time.
+    children: dict[tuple[str, str], dict[str, list[Record]]] = field(default_factory=dict)
 
     def add(self, change: Change) -> Change:
         self.changes[change.address] = change
         return change
 
     def records(self, kind: str, parent_field: str, parent: str) -> list[Record]:
-        return sorted(
-            (r for r in self.prior.values() if r.get("kind") == kind and r.get(parent_field) == parent),
-            key=lambda r: str(r["address"]),
-        )
+        """Return the prior records of `kind` whose `parent_field` is `parent`, sorted by address."""
+        index = self.children.get((kind, parent_field))
+        if index is None:
+            index = _index_children(self.prior, kind, parent_field)
+            self.children[(kind, parent_field)] = index
+        return list(index.get(parent, ()))
 
     def volume_id(self, volume_address: str) -> str | None:
         """Return the id a mount will reference, or None when this plan makes the volume."""
@@ -97,6 +102,18 @@ class _Context:
             return None
         volume_id: str | None = change.after.get("id")
         return volume_id
+
+
+def _index_children(prior: Mapping[str, Record], kind: str, parent_field: str) -> dict[str, list[Record]]:
+    index: dict[str, list[Record]] = {}
+    for record in prior.values():
+        parent = record.get(parent_field)
+        if record.get("kind") == kind and isinstance(parent, str):
+            index.setdefault(parent, []).append(record)
+
+    for records in index.values():
+        records.sort(key=lambda r: str(r["address"]))
+    return index
 
 
 def plan_runs(source: PlanInput, plan: Plan, errors: list[str]) -> None:
@@ -485,9 +502,7 @@ def _check_volume_consumers(context: _Context) -> None:
     for address in sorted(set(context.doomed.values())):
         change = context.volume_changes[address]
         consumers = {mount: f"{mount} ({file})" for mount, file in context.listed_by.get(address, {}).items()}
-        for record in context.prior.values():
-            if record.get("kind") != "mount" or record.get("volume_address") != address:
-                continue
+        for record in context.records("mount", "volume_address", address):
             if record["address"] not in consumers and not _releases(context.changes.get(record["address"]), address):
                 consumers[record["address"]] = f"{record['address']} (in the state)"
         if not consumers:

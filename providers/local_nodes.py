@@ -284,12 +284,9 @@ class LocalNodes:
             log.warning("left %s on %s alone: it is not the link the local provider made", link, node_id)
 
     def _link_intact(self, node_id: str, metadata: dict[str, Any]) -> set[str]:
-        intact = set()
-        for path, recorded in metadata["mounts"].items():
-            link = Path(recorded["link"])
-            if link.is_symlink() and os.readlink(link) == recorded["target"]:
-                intact.add(path)
-        return intact
+        return {
+            path for path, recorded in metadata["mounts"].items() if _links_to(recorded["link"], recorded["target"])
+        }
 
     # Folders
 
@@ -328,9 +325,10 @@ class LocalNodes:
         fsync_directory(self.folder)
 
     def _read(self, node_id: str) -> dict[str, Any] | None:
-        path = self._node_folder(node_id) / NODE_METADATA
+        path = os.path.join(self._node_folder(node_id), NODE_METADATA)
         try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as handle:
+                data: dict[str, Any] = json.loads(handle.read())
         except FileNotFoundError:
             return None
         except ValueError as error:
@@ -418,3 +416,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _links_to(link: str, target: str) -> bool:
+    """Return whether `link` is a symbolic link to `target` (one readlink, no Path objects)."""
+    try:
+        return os.readlink(link) == target
+    except OSError:  # missing, or not a symbolic link
+        return False

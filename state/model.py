@@ -107,30 +107,34 @@ def _index_resources(resources: list[Any], origin: str, text: str, restore: str)
         if not isinstance(record, dict) or not isinstance(record.get("address"), str):
             raise StateError("Damaged state file", f"{origin}: resources[{position}] has no address. {restore}")
         address = record["address"]
-        where = f"{_at(origin, text, _address_key(address), occurrence=2 if address in indexed else 1)}: resources[{position}]"
         if address in indexed:
+            where = _where(origin, text, address, position, occurrence=2)
             raise StateError("Damaged state file", f"{where}: address {address} appears twice. {restore}")
-        _check_fields(record, where, restore)
+        problem = _field_problem(record)
+        if problem is not None:
+            where = _where(origin, text, address, position)
+            raise StateError("Damaged state file", f"{where} ({address}){problem}. {restore}")
         indexed[address] = record
     return indexed
 
 
-def _check_fields(record: Record, where: str, restore: str) -> None:
+def _where(origin: str, text: str, address: str, position: int, occurrence: int = 1) -> str:
+    # Finding the line scans the text, so it is done only for the record that is reported.
+    return f"{_at(origin, text, _address_key(address), occurrence)}: resources[{position}]"
+
+
+def _field_problem(record: Record) -> str | None:
+    """Describe the first required field that is missing or of the wrong type, or return None."""
     kind = record.get("kind")
     required = _REQUIRED.get(str(kind))
     if required is None:
         # Kinds this version does not model in depth are kept as they are.
-        if not isinstance(kind, str):
-            raise StateError("Damaged state file", f"{where} ({record['address']}) has no kind. {restore}")
-        return
+        return None if isinstance(kind, str) else " has no kind"
     for name, expected in required.items():
         value = record.get(name)
         if not isinstance(value, expected):
-            raise StateError(
-                "Damaged state file",
-                f"{where} ({record['address']}): {name} is {json.dumps(value)}, "
-                f"expected {_type_name(expected)}. {restore}",
-            )
+            return f": {name} is {json.dumps(value)}, expected {_type_name(expected)}"
+    return None
 
 
 _LINEAGE_KEY = '"lineage":'
