@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -57,11 +58,21 @@ def spread(values: Sequence[float], unit: str = "s", digits: int = 2) -> str:
     return f"{median:.{digits}f} {unit} ({min(values):.{digits}f} to {max(values):.{digits}f}, {len(values)} runs)"
 
 
-def run_measured(command: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run `command` to completion; return its wall seconds and its own peak RSS in MB.
+@dataclass
+class Measurement:
+    """One child process: wall seconds, CPU seconds (user and system) and peak RSS in MB."""
 
-    os.wait4 returns the resource usage of that one child, so the peak is not mixed up with
-    earlier children of this process (RUSAGE_CHILDREN keeps the maximum over all of them).
+    wall: float
+    cpu: float
+    peak_mb: int
+
+
+def run_measured(command: Sequence[str], env: dict[str, str] | None = None) -> Measurement:
+    """Run `command` to completion and measure it.
+
+    os.wait4 returns the resource usage of that one child, so the figures are not mixed up
+    with earlier children of this process (RUSAGE_CHILDREN keeps the maximum over all of them).
+    CPU time varies less than wall time on a shared machine, so it is reported beside it.
     """
     started = time.perf_counter()
     child = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
@@ -70,7 +81,7 @@ def run_measured(command: Sequence[str], env: dict[str, str] | None = None) -> t
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise subprocess.CalledProcessError(child.returncode, list(command))
-    return elapsed, int(usage.ru_maxrss / 1024)
+    return Measurement(elapsed, usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss / 1024))
 
 
 def volplan_command(project: Path, *args: str) -> list[str]:

@@ -114,8 +114,7 @@ def main() -> None:
                 raise SystemExit(f"dstack parsed {count} files, expected {files}")
             dstack_wall.append(wall)
             dstack_parse.append(parsed)
-            seconds, _ = run_measured(volplan_command(project, "validate"))
-            volplan_wall.append(seconds)
+            volplan_wall.append(run_measured(volplan_command(project, "validate")).wall)
 
     ratio = statistics.median(volplan_wall) / statistics.median(dstack_wall)
     report(

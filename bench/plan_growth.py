@@ -34,7 +34,7 @@ def main() -> None:
     for volumes in (int(size) for size in arguments.sizes.split(",")):
         runs = int(volumes * arguments.runs_per_volume)
         figures = measure_noop_plan(volumes, runs, arguments.repeat)
-        per_resource[volumes] = statistics.median(figures.plan) / figures.resources
+        per_resource[volumes] = statistics.median(plan.wall for plan in figures.plan) / figures.resources
         report(
             f"no-op plan of {volumes} volumes and {runs} runs",
             f"{describe(figures)}, {per_resource[volumes] * 1e6:.1f} us per resource",

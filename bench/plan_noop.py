@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import load_average, report, run_measured, spread, volplan_command, write_scale_project
+from bench.common import (
+    Measurement,
+    load_average,
+    report,
+    run_measured,
+    spread,
+    volplan_command,
+    write_scale_project,
+)
 
 _FLOOR = """
 import json, os, sys, yaml
@@ -37,26 +43,24 @@ with open(sys.argv[2], "rb") as file:
 
 @dataclass
 class NoopFigures:
-    """Repeated measurements of one no-op plan and its floor, in seconds and MB."""
+    """Repeated measurements of one no-op plan and of its floor, taken in alternation."""
 
-    plan: list[float]
-    floor: list[float]
-    peak_mb: list[int]
-    resources: int
+    plan: list[Measurement] = field(default_factory=list)
+    floor: list[Measurement] = field(default_factory=list)
+    resources: int = 0
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.plan) / statistics.median(self.floor)
+        """The median over the repeats of plan wall time divided by the floor's, pair by pair."""
+        return statistics.median(plan.wall / floor.wall for plan, floor in zip(self.plan, self.floor, strict=True))
+
+    @property
+    def cpu_ratio(self) -> float:
+        return statistics.median(plan.cpu / floor.cpu for plan, floor in zip(self.plan, self.floor, strict=True))
 
 
-def floor_seconds(project: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", _FLOOR, str(project), str(project / "volplan.state.json")],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
+def measure_floor(project: Path) -> Measurement:
+    return run_measured([sys.executable, "-c", _FLOOR, str(project), str(project / "volplan.state.json")])
 
 
 def measure_noop_plan(volumes: int, runs: int, repeat: int) -> NoopFigures:
@@ -67,19 +71,20 @@ def measure_noop_plan(volumes: int, runs: int, repeat: int) -> NoopFigures:
         env = {"VOLPLAN_LOCAL_ROOT": str(Path(scratch) / "root")}
         run_measured(volplan_command(project, "apply", "--auto-approve", "--parallelism", "16"), env)
 
-        figures = NoopFigures([], [], [], resources=volumes + runs * 9)
+        figures = NoopFigures(resources=volumes + runs * 9)
         for _ in range(repeat):
-            figures.floor.append(floor_seconds(project))
-            seconds, peak = run_measured(volplan_command(project, "plan", "--detailed-exitcode"), env)
-            figures.plan.append(seconds)
-            figures.peak_mb.append(peak)
+            figures.floor.append(measure_floor(project))
+            figures.plan.append(run_measured(volplan_command(project, "plan", "--detailed-exitcode"), env))
         return figures
 
 
 def describe(figures: NoopFigures) -> str:
+    peak = max(plan.peak_mb for plan in figures.plan)
     return (
-        f"plan {spread(figures.plan)}, floor {spread(figures.floor)}, {figures.ratio:.2f}x the floor "
-        f"(target at most 3x), peak {max(figures.peak_mb)} MB (target under 400 MB), {load_average()}"
+        f"plan {spread([plan.wall for plan in figures.plan])}, floor {spread([floor.wall for floor in figures.floor])}, "
+        f"{figures.ratio:.2f}x the floor (median of the pairs; target at most 3x); "
+        f"CPU plan {spread([plan.cpu for plan in figures.plan])}, floor {spread([floor.cpu for floor in figures.floor])}, "
+        f"{figures.cpu_ratio:.2f}x; peak {peak} MB (target under 400 MB), {load_average()}"
     )
 
 

@@ -291,10 +291,7 @@ class LocalNodes:
     # Folders
 
     def _node_folder(self, node_id: str) -> Path:
-        if not NODE_ID.match(node_id):
-            raise ProviderError(
-                "Node not found", f"{node_id} is not a local node id; local ids are i- and 17 hex digits."
-            )
+        _check_node_id(node_id)
         return self.folder / node_id
 
     def _host_folder(self, node_id: str, path: str) -> Path:
@@ -325,7 +322,9 @@ class LocalNodes:
         fsync_directory(self.folder)
 
     def _read(self, node_id: str) -> dict[str, Any] | None:
-        path = os.path.join(self._node_folder(node_id), NODE_METADATA)
+        _check_node_id(node_id)
+        # A string path: refresh reads every node's metadata, and a Path per node costs more.
+        path = os.path.join(self.folder, node_id, NODE_METADATA)
         try:
             with open(path, "rb") as handle:
                 data: dict[str, Any] = json.loads(handle.read())
@@ -416,6 +415,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_node_id(node_id: str) -> None:
+    if not NODE_ID.match(node_id):
+        raise ProviderError("Node not found", f"{node_id} is not a local node id; local ids are i- and 17 hex digits.")
 
 
 def _links_to(link: str, target: str) -> bool:
