@@ -47,7 +47,7 @@ def report(name: str, value: str, command: str) -> None:
 
 
 def load_average() -> str:
-    """The 1-, 5- and 15-minute load averages, for the record: the machine may be shared."""
+    """Format the 1-, 5- and 15-minute load averages, which show how busy the shared machine was."""
     one, five, fifteen = os.getloadavg()
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 

@@ -1,8 +1,8 @@
 """Growth of the no-op plan: the time per resource at several sizes, to catch a quadratic step.
 
 Each size is measured as in bench.plan_noop (applied first, floor and plan alternating
-`--repeat` times). By default the projects hold volumes only, because applying 20,000
-four-node runs for the 100,000 size would take longer than the measurement itself; pass
+`--repeat` times). By default the projects contain volumes only, because applying 20,000
+four-node runs for the 100,000 size would take longer than the measurement itself. Pass
 `--runs-per-volume 0.2` for the mix of bench.plan_noop. The target: the time per resource
 at the largest size within 10% of that at the size before it.
 

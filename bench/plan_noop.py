@@ -1,6 +1,6 @@
 """No-op plan at scale on the local provider, against the floor of reading the same files.
 
-The project holds `--volumes` volumes, of which four per run are mounted by `--runs` four-node
+The project contains `--volumes` volumes, of which four per run are mounted by `--runs` four-node
 tasks (one volume per node). Everything is applied first, then `volplan plan` runs with
 nothing to change. The floor is parsing every configuration file with PyYAML's C loader and
 the state with json.loads, in a fresh interpreter, as the plan pays for its start-up too.

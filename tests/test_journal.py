@@ -94,8 +94,8 @@ def test_keep_only_intents_drops_results(tmp_path: Path) -> None:
 
 
 def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The real fsync runs; the wrapper only counts the calls, records how many bytes each one
-    # covered and makes each take 5 ms, as on a slow disk, so that appends overlap.
+    # The real fsync runs. The wrapper records the file size each call covers and adds 5 ms,
+    # as on a slow disk, so that appends from several threads overlap.
     synced_sizes: list[int] = []
     real_fsync = os.fsync
 
