@@ -1,98 +1,107 @@
 """No-op plan at scale on the local provider, against the floor of reading the same files.
 
-The floor is parsing every configuration file with PyYAML's C loader and the state with
-json.loads, in one process. The target is a plan within 3x the floor and under 400 MB.
+The project contains `--volumes` volumes, of which four per run are mounted by `--runs` four-node
+tasks (one volume per node). Everything is applied first, then `volplan plan` runs with
+nothing to change. The floor is parsing every configuration file with PyYAML's C loader and
+the state with json.loads, in a fresh interpreter, as the plan pays for its start-up too.
+Floor and plan alternate `--repeat` times on the same files, and the script prints the median
+and the range of each. Targets: plan at most 3x the floor, peak memory under 400 MB.
 
-    python -m bench.plan_noop [--sizes 1000,10000,100000]
+    python -m bench.plan_noop [--volumes 10000] [--runs 2000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import statistics
 import sys
 import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import report, run_volplan, write_volumes
+from bench.common import (
+    Measurement,
+    load_average,
+    report,
+    run_measured,
+    spread,
+    volplan_command,
+    write_scale_project,
+)
 
 _FLOOR = """
-import json, sys, time, yaml
-from pathlib import Path
-started = time.perf_counter()
-for path in sorted(Path(sys.argv[1]).rglob("*.dstack.yml")):
-    yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
-json.loads(Path(sys.argv[2]).read_bytes())
-print(time.perf_counter() - started)
+import json, os, sys, yaml
+for folder, _, names in os.walk(sys.argv[1]):
+    for name in names:
+        if name.endswith(".dstack.yml"):
+            with open(os.path.join(folder, name), "rb") as file:
+                yaml.load(file.read(), Loader=yaml.CSafeLoader)
+with open(sys.argv[2], "rb") as file:
+    json.loads(file.read())
 """
 
 
-def floor_seconds(project: Path) -> float:
-    """Time the floor in a fresh interpreter, including its start-up, as the plan pays it too."""
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", _FLOOR, str(project), str(project / "volplan.state.json")],
-        check=True,
-        stdout=subprocess.DEVNULL,
+@dataclass
+class NoopFigures:
+    """Repeated measurements of one no-op plan and of its floor, taken in alternation."""
+
+    plan: list[Measurement] = field(default_factory=list)
+    floor: list[Measurement] = field(default_factory=list)
+    resources: int = 0
+
+    @property
+    def ratio(self) -> float:
+        """The median over the repeats of plan wall time divided by the floor's, pair by pair."""
+        return statistics.median(plan.wall / floor.wall for plan, floor in zip(self.plan, self.floor, strict=True))
+
+    @property
+    def cpu_ratio(self) -> float:
+        return statistics.median(plan.cpu / floor.cpu for plan, floor in zip(self.plan, self.floor, strict=True))
+
+
+def measure_floor(project: Path) -> Measurement:
+    return run_measured([sys.executable, "-c", _FLOOR, str(project), str(project / "volplan.state.json")])
+
+
+def measure_noop_plan(volumes: int, runs: int, repeat: int) -> NoopFigures:
+    """Apply a generated project, then time the floor and the no-op plan `repeat` times each."""
+    with tempfile.TemporaryDirectory(prefix="volplan-bench-") as scratch:
+        project = Path(scratch) / "project"
+        write_scale_project(project, volumes, runs)
+        env = {"VOLPLAN_LOCAL_ROOT": str(Path(scratch) / "root")}
+        run_measured(volplan_command(project, "apply", "--auto-approve", "--parallelism", "16"), env)
+
+        figures = NoopFigures(resources=volumes + runs * 9)
+        for _ in range(repeat):
+            figures.floor.append(measure_floor(project))
+            figures.plan.append(run_measured(volplan_command(project, "plan", "--detailed-exitcode"), env))
+        return figures
+
+
+def describe(figures: NoopFigures) -> str:
+    peak = max(plan.peak_mb for plan in figures.plan)
+    return (
+        f"plan {spread([plan.wall for plan in figures.plan])}, floor {spread([floor.wall for floor in figures.floor])}, "
+        f"{figures.ratio:.2f}x the floor (median of the pairs; target at most 3x); "
+        f"CPU plan {spread([plan.cpu for plan in figures.plan])}, floor {spread([floor.cpu for floor in figures.floor])}, "
+        f"{figures.cpu_ratio:.2f}x; peak {peak} MB (target under 400 MB), {load_average()}"
     )
-    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--volumes", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=2_000, help="four-node tasks, each mounting four of the volumes")
+    parser.add_argument("--repeat", type=int, default=3)
     arguments = parser.parse_args()
 
-    per_resource: dict[int, float] = {}
-    for count in (int(size) for size in arguments.sizes.split(",")):
-        with tempfile.TemporaryDirectory(prefix="volplan-bench-") as scratch:
-            project = Path(scratch) / "project"
-            write_volumes(project, count)
-            env = {"VOLPLAN_LOCAL_ROOT": str(Path(scratch) / "root")}
-            run_volplan(project, "apply", "--auto-approve", "--parallelism", "16", env=env)
-            assert json.loads((project / "volplan.state.json").read_text())["resources"]
-
-            floor = floor_seconds(project)
-            seconds, _ = run_volplan(project, "plan", "--detailed-exitcode", env=env)
-            peak = _peak_rss_mb(project, env)
-            per_resource[count] = seconds / count
-            command = f"python -m bench.plan_noop --sizes {count}"
-            report(
-                f"no-op plan of {count} volumes",
-                f"{seconds:.2f} s (floor {floor:.2f} s, {seconds / floor:.2f}x; "
-                f"target at most 3x), peak {peak} MB (target under 400 MB)",
-                command,
-            )
-
-    sizes = sorted(per_resource)
-    if len(sizes) > 1:
-        ratio = per_resource[sizes[-1]] / per_resource[sizes[-2]]
-        report(
-            f"time per resource at {sizes[-1]} vs {sizes[-2]}",
-            f"{ratio:.2f}x (target: at most 1.10x)",
-            f"python -m bench.plan_noop --sizes {arguments.sizes}",
-        )
-
-
-def _peak_rss_mb(project: Path, env: dict[str, str]) -> int:
-    """Run the plan once more under /usr/bin/time-like accounting of this child alone."""
-    code = (
-        "import resource, subprocess, sys\n"
-        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
+    figures = measure_noop_plan(arguments.volumes, arguments.runs, arguments.repeat)
+    report(
+        f"no-op plan of {arguments.volumes} volumes and {arguments.runs} four-node runs "
+        f"({figures.resources} resources in the state)",
+        describe(figures),
+        f"python -m bench.plan_noop --volumes {arguments.volumes} --runs {arguments.runs} --repeat {arguments.repeat}",
     )
-    import os
-
-    output = subprocess.run(
-        [sys.executable, "-c", code, sys.executable, "-m", "engine", "-C", str(project), "plan", "--detailed-exitcode"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(output.stdout.strip())
 
 
 if __name__ == "__main__":

@@ -83,11 +83,14 @@ def is_config_file(name: str) -> bool:
 def discover_files(root: Path) -> list[str]:
     """List configuration files below `root`, as sorted POSIX paths relative to it."""
     found: list[str] = []
-    for folder, subfolders, names in os.walk(root):
+    top = os.fspath(root)
+    for folder, subfolders, names in os.walk(top):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in SKIPPED_FOLDERS)
+        # Plain string joins: a Path per file costs more than reading the file's few lines.
+        prefix = os.path.relpath(folder, top).replace(os.sep, "/") + "/" if folder != top else ""
         for name in names:
             if is_config_file(name):
-                found.append(Path(folder, name).relative_to(root).as_posix())
+                found.append(prefix + name)
                 if len(found) > MAX_CONFIG_FILES:
                     raise UsageError(
                         "Too many configuration files",

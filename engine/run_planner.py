@@ -76,16 +76,21 @@ class _Context:
     desired_mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Volume address -> {mount address: file} for every mount that configurations still list.
     listed_by: dict[str, dict[str, str]] = field(default_factory=dict)
+    # (kind, parent field) -> parent address -> the prior records under it, sorted by address.
+    # Built once per pair, so looking up a run's nodes does not scan the whole state each time.
+    children: dict[tuple[str, str], dict[str, list[Record]]] = field(default_factory=dict)
 
     def add(self, change: Change) -> Change:
         self.changes[change.address] = change
         return change
 
     def records(self, kind: str, parent_field: str, parent: str) -> list[Record]:
-        return sorted(
-            (r for r in self.prior.values() if r.get("kind") == kind and r.get(parent_field) == parent),
-            key=lambda r: str(r["address"]),
-        )
+        """Return the prior records of `kind` whose `parent_field` is `parent`, sorted by address."""
+        index = self.children.get((kind, parent_field))
+        if index is None:
+            index = _index_children(self.prior, kind, parent_field)
+            self.children[(kind, parent_field)] = index
+        return list(index.get(parent, ()))
 
     def volume_id(self, volume_address: str) -> str | None:
         """Return the id a mount will reference, or None when this plan makes the volume."""
@@ -97,6 +102,26 @@ class _Context:
             return None
         volume_id: str | None = change.after.get("id")
         return volume_id
+
+
+def _changed_fields(record: Record, after: Record) -> tuple[str, ...]:
+    """Return the names of the fields of `after` whose values differ in `record`, sorted."""
+    # The item views compare in C, so the usual no-op case needs no loop in Python.
+    if after.items() <= record.items():
+        return ()
+    return tuple(name for name in sorted(after) if record.get(name) != after[name])
+
+
+def _index_children(prior: Mapping[str, Record], kind: str, parent_field: str) -> dict[str, list[Record]]:
+    index: dict[str, list[Record]] = {}
+    for record in prior.values():
+        parent = record.get(parent_field)
+        if record.get("kind") == kind and isinstance(parent, str):
+            index.setdefault(parent, []).append(record)
+
+    for records in index.values():
+        records.sort(key=lambda r: str(r["address"]))
+    return index
 
 
 def plan_runs(source: PlanInput, plan: Plan, errors: list[str]) -> None:
@@ -228,7 +253,7 @@ def _run_change(record: Record | None, after: Record, placement: Placement, star
     address = after["address"]
     if record is None:
         return Change(address, Action.CREATE, placement.reason, None, after)
-    changed = tuple(name for name in sorted(after) if record.get(name) != after[name])
+    changed = _changed_fields(record, after)
     if not changed:
         return Change(address, Action.NO_OP, placement.reason, record, after)
     if record.get("stopped"):
@@ -308,7 +333,7 @@ def _plan_node(context: _Context, run: DesiredRun, placement: Placement, node: N
             return address
         after["id"] = record["id"]
         after["availability_zone"] = after["availability_zone"] or record.get("availability_zone")
-        changed = tuple(name for name in sorted(after) if record.get(name) != after[name])
+        changed = _changed_fields(record, after)
         if changed:
             change = Change(
                 address,
@@ -441,7 +466,7 @@ def _mount_change(
     if not present:
         context.plan.warnings.append(f"{address}: {source} was detached outside volplan; it will be attached again.")
         return Change(address, Action.CREATE, f"{source} is no longer attached", record, after)
-    changed = tuple(name for name in sorted(after) if record.get(name) != after[name])
+    changed = _changed_fields(record, after)
     if changed:
         return Change(
             address, Action.UPDATE, f"{', '.join(changed)} changed (state only)", record, after, changed_fields=changed
@@ -486,9 +511,7 @@ def _check_volume_consumers(context: _Context) -> None:
     for address in sorted(set(context.doomed.values())):
         change = context.volume_changes[address]
         consumers = {mount: f"{mount} ({file})" for mount, file in context.listed_by.get(address, {}).items()}
-        for record in context.prior.values():
-            if record.get("kind") != "mount" or record.get("volume_address") != address:
-                continue
+        for record in context.records("mount", "volume_address", address):
             if record["address"] not in consumers and not _releases(context.changes.get(record["address"]), address):
                 consumers[record["address"]] = f"{record['address']} (in the state)"
         if not consumers:

@@ -313,20 +313,14 @@ class LocalNodes:
             log.warning("left %s on %s alone: it is not the link the local provider made", link, node_id)
 
     def _link_intact(self, node_id: str, metadata: dict[str, Any]) -> set[str]:
-        intact = set()
-        for path, recorded in metadata["mounts"].items():
-            link = Path(recorded["link"])
-            if link.is_symlink() and os.readlink(link) == recorded["target"]:
-                intact.add(path)
-        return intact
+        return {
+            path for path, recorded in metadata["mounts"].items() if _links_to(recorded["link"], recorded["target"])
+        }
 
     # Folders
 
     def _node_folder(self, node_id: str) -> Path:
-        if not NODE_ID.match(node_id):
-            raise ProviderError(
-                "Node not found", f"{node_id} is not a local node id; local ids are i- and 17 hex digits."
-            )
+        _check_node_id(node_id)
         return self.folder / node_id
 
     def _host_folder(self, node_id: str, path: str) -> Path:
@@ -357,9 +351,12 @@ class LocalNodes:
         fsync_directory(self.folder)
 
     def _read(self, node_id: str) -> dict[str, Any] | None:
-        path = self._node_folder(node_id) / NODE_METADATA
+        _check_node_id(node_id)
+        # A string path: refresh reads every node's metadata, and a Path per node costs more.
+        path = os.path.join(self.folder, node_id, NODE_METADATA)
         try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as handle:
+                data: dict[str, Any] = json.loads(handle.read())
         except FileNotFoundError:
             return None
         except ValueError as error:
@@ -447,3 +444,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_node_id(node_id: str) -> None:
+    if not NODE_ID.match(node_id):
+        raise ProviderError("Node not found", f"{node_id} is not a local node id; local ids are i- and 17 hex digits.")
+
+
+def _links_to(link: str, target: str) -> bool:
+    """Return whether `link` is a symbolic link to `target` (one readlink, no Path objects)."""
+    try:
+        return os.readlink(link) == target
+    except OSError:  # missing, or not a symbolic link
+        return False

@@ -228,6 +228,11 @@ class Journal:
     def __init__(self, path: Path, lineage: str) -> None:
         self.path = path
         self._lock = threading.Lock()
+        # Group commit: entries are counted as they are written, and one fsync makes every
+        # entry written before it started durable, so threads that append at once share it.
+        self._sync_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
         self._intents = IntentTracker()
         existed = path.exists()
         self._descriptor = open_regular_file(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
@@ -259,10 +264,20 @@ class Journal:
         return self._intents.open_intents()
 
     def _append(self, entry: dict[str, Any]) -> None:
+        """Write one entry and return once it is durable."""
         line = encode_entry(entry)
         with self._lock:
             os.write(self._descriptor, line)
+            self._written += 1
+            mine = self._written
+
+        with self._sync_lock:
+            if self._synced >= mine:
+                return  # an fsync that started after this write has finished
+            with self._lock:
+                covered = self._written
             os.fsync(self._descriptor)
+            self._synced = covered
 
     def close(self) -> None:
         os.close(self._descriptor)

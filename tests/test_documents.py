@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from engine.documents import MAX_FILE_BYTES, load_document
 
@@ -60,3 +61,32 @@ def test_merge_keys_are_read() -> None:
     assert issues == []
     assert document is not None
     assert document.data["vol"] == {"size": "10GB", "name": "x"}
+
+
+def test_scalars_typed_as_pyyaml_does() -> None:
+    text = (
+        "plain: data\n"
+        "quoted: '123'\n"
+        "tagged: !!str 5\n"
+        "number: 123\n"
+        "real: 1.5\n"
+        "flag: true\n"
+        "empty: null\n"
+        "tilde: ~\n"
+        "list: [a, 2, 'b']\n"
+        "7: seven\n"
+    )
+    document, issues = load_document("s.yml", text)
+    assert issues == []
+    assert document is not None
+    assert document.data == yaml.safe_load(text)
+    assert document.data["quoted"] == "123"
+    assert document.data["tagged"] == "5"
+    assert document.data["number"] == 123
+    assert document.data[7] == "seven"
+
+
+def test_non_scalar_key_rejected() -> None:
+    document, issues = load_document("k.yml", "? [a, b]\n: value\n")
+    assert document is None
+    assert "YAML key or tag" in issues[0].problem

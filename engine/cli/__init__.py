@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -184,6 +185,12 @@ state.add_command(push)
 
 
 def main() -> None:
+    # A plan of 10,000 volumes and 2,000 four-node runs keeps about 170,000 objects that the
+    # collector tracks (records, parsed files) alive until it ends. With the default thresholds
+    # the collector walked them again and again: 0.56 to 0.71 s of that no-op plan. Freezing what the imports
+    # made and collecting less often brings it to about 0.12 s; young cycles are still freed.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     cli.main()
 
 
