@@ -3,6 +3,7 @@ resources those files ask for."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -191,12 +192,17 @@ def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]
     A link that leads outside the project folder, and anything but a regular file (a FIFO
     would block, /dev/zero would never end), is an issue instead of being read.
     """
-    path = root / file
+    path = os.path.join(root, file)
     try:
-        target = path.resolve(strict=True)
-        if not target.is_relative_to(root.resolve()):
-            return b"", _read_issue(file, f"is a symbolic link to {target}, outside the project folder", _LINK_FIX)
-        with open(path, "rb", opener=_open_nonblocking) as handle:
+        # Discovery never descends into a linked folder, and -f paths are resolved first, so a
+        # file that is not itself a link is inside the project. Only a link pays for resolving.
+        descriptor = _open_unless_link(path)
+        if descriptor is None:
+            target = Path(path).resolve(strict=True)
+            if not target.is_relative_to(root.resolve()):
+                return b"", _read_issue(file, f"is a symbolic link to {target}, outside the project folder", _LINK_FIX)
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 return b"", _read_issue(file, "is not a regular file", "Replace it with a YAML file.")
             raw = handle.read(MAX_FILE_BYTES + 1)
@@ -211,8 +217,14 @@ def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]
 _LINK_FIX = "Keep configuration files inside the project folder, or run volplan with -C pointing at their folder."
 
 
-def _open_nonblocking(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NONBLOCK)
+def _open_unless_link(path: str) -> int | None:
+    """Open `path` for reading without blocking; return None when it is a symbolic link."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return None
+        raise
 
 
 def _read_issue(file: str, problem: str, fix: str) -> ConfigIssue:
