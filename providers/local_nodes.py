@@ -11,9 +11,9 @@ Layout under the local provider's root:
     nodes/.trash-<uuid>/         a stopped node whose files are being removed
     nodes/.tokens/<token>        the id of the node that a start with this idempotency token made
 
-A killed start can leave a `.tmp-` folder and a token marker whose node never appeared; a
+A killed start can leave a `.tmp-` folder and a token marker whose node never appeared. A
 killed stop can leave a `.trash-` folder and the stopped node's marker. `sweep_leftovers`
-finds them, and removes them for the next apply.
+finds them, and removes them when apply starts.
 
 A network mount is a symbolic link from the node's root tree to the volume's `data/` folder,
 so a file written through the mount lands in the volume. An instance mount links to the

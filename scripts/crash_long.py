@@ -1,9 +1,9 @@
 """The long crash run: many seeds of the SIGKILL harness, with the figures for docs/reliability.md.
 
-Each seed configures 200 local volumes and 20 two-node runs (each node mounting its own
-volume), kills `volplan apply` at random moments for a number of rounds on top of each other,
-then lets an apply finish and checks that the provider contains exactly the configured volumes,
-nodes and mounts. Run from the repository root:
+Each seed configures 200 local volumes and 20 two-node runs, each node mounting its own
+volume. It kills `volplan apply` at random moments for a number of rounds on top of each
+other. Then it lets an apply finish and checks that the provider contains exactly the
+configured volumes, nodes and mounts. Run from the repository root:
 
     python -m scripts.crash_long [--seeds 50] [--rounds 8] [--first-seed 1] [--signal KILL]
                                  [--volumes 200] [--runs 20]
@@ -33,13 +33,13 @@ _RECOVERY_LINES = {
     "nodes adopted through their token": "adopted node",
     "mounts adopted after an interrupted attach": "adopted the mount",
     "creates found to have made no volume": "an interrupted create made no volume",
-    "interrupted deletes checked again": "an interrupted delete of",
-    "temporary folders of creates removed": "temporary folder(s) of interrupted local creates",
-    "trash folders of deletes removed": "folder(s) of interrupted local deletes",
+    "interrupted deletes and detaches checked again": "an interrupted delete of",
+    "temporary folders of volume creates removed": "temporary folder(s) of interrupted local creates",
+    "trash folders of volume deletes removed": "folder(s) of interrupted local deletes",
     "temporary state files removed": "temporary file(s) of interrupted state writes",
     "temporary folders of node starts removed": "temporary folder(s) of interrupted node starts",
     "trash folders of node stops removed": "folder(s) of interrupted node stops",
-    "mount records without a link dropped": "mount record(s) without their link",
+    "mount records without their link dropped": "mount record(s) without their link",
     "volume attachments corrected": "volume attachment(s)",
 }
 
