@@ -242,7 +242,7 @@ class LocalNodes:
             if volume is None:
                 continue
             claims = sorted(volume.get("attachments") or [])
-            foreign = {node_id for node_id in claims if not (NODE_ID.match(node_id) and self._read(node_id))}
+            foreign = {node_id for node_id in claims if not NODE_ID.match(node_id)}
             wanted = sorted(backed.get(volume_id, set()) | foreign)
             if claims != wanted:
                 count += len(set(claims) ^ set(wanted))
@@ -389,15 +389,18 @@ class LocalNodes:
     def live_holders(self, volume_id: str, claims: Iterable[str]) -> list[str]:
         """Return the nodes among `claims` that hold the volume.
 
-        A local node holds it while its root tree has the recorded link to it: a claim
-        without that link is what a detach killed half way leaves. A claim by a node that
-        is not a local node folder stands for an attachment made by another tool, and holds.
+        A local node holds it while its root tree has the recorded link to it. A claim
+        without that link is what a killed detach leaves, and a local id without a node
+        folder is a node that is gone. An id that is not a local node id stands for an
+        attachment made by another tool, and holds.
         """
         live = []
         for node_id in claims:
-            metadata = self._read(node_id) if NODE_ID.match(node_id) else None
-            if metadata is None:
+            if not NODE_ID.match(node_id):
                 live.append(node_id)
+                continue
+            metadata = self._read(node_id)
+            if metadata is None:
                 continue
             intact = self._link_intact(node_id, metadata)
             if any(m.get("volume_id") == volume_id and p in intact for p, m in metadata["mounts"].items()):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cleanup import describe_seconds
-from providers.base import VolumeSpec
+from providers.base import MountSpec, NodeSpec, VolumeSpec
 from providers.local import METADATA, LocalProvider
 from tests.conftest import run, volume_file, write
 
@@ -45,11 +45,11 @@ def setup_volumes(project: Path) -> dict[str, str]:
 
 
 def attach(provider: LocalProvider, volume_id: str) -> None:
-    """Mark the volume attached in its metadata, as an attach by another tool would."""
-    path = provider.root / volume_id / METADATA
-    metadata = json.loads(path.read_text())
-    metadata["attachments"] = ["i-0123456789abcdef0"]
-    path.write_text(json.dumps(metadata))
+    """Attach the volume to a node that no project's state records, as another tool would."""
+    region = provider.read_volume(volume_id).region or "eu-central-1"
+    node = NodeSpec(f"run.other-{volume_id}.node[0]", f"run.other-{volume_id}", 0, "aws", region, None, "other")
+    node_id = provider.start_node(node, token=f"other-{volume_id}").id
+    provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id=volume_id))
 
 
 def cleanup_plan(project: Path) -> dict[str, Any]:

@@ -90,12 +90,12 @@ def test_apply_sweeps_what_killed_node_calls_left(provider: LocalProvider) -> No
 def test_claim_of_another_tool_still_holds(provider: LocalProvider) -> None:
     volume_id = make_volume(provider, "data")
     metadata = json.loads((provider.root / volume_id / METADATA).read_text())
-    (provider.root / volume_id / METADATA).write_text(json.dumps(dict(metadata, attachments=["i-0123456789abcdef0"])))
+    (provider.root / volume_id / METADATA).write_text(json.dumps(dict(metadata, attachments=["host-of-other-tool"])))
     make_node(provider, 0)
 
     provider.remove_leftovers()
 
-    assert provider.read_volume(volume_id).attachments == ("i-0123456789abcdef0",)
+    assert provider.read_volume(volume_id).attachments == ("host-of-other-tool",)
 
 
 def test_kill_after_attach_adopts_mount_then_moves_it(project: Path, local_root: Path, tmp_path: Path) -> None:
