@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from engine.drift import Drift, DriftKind, ProviderFacts, find_drift, refreshed_state
-from providers.base import VolumeFacts
+from providers.base import MountSpec, NodeSpec, VolumeFacts
+from providers.local import LocalProvider
 from state.model import State
 from tests.conftest import run, volume_file
 
@@ -164,6 +165,15 @@ def _edit_metadata(local_root: Path, volume_id: str, **changes: Any) -> None:
     path.write_text(json.dumps(metadata))
 
 
+def _attach_outside_state(local_root: Path, volume_id: str) -> str:
+    """Attach the volume to a node that another project started; return the node's id."""
+    provider = LocalProvider(local_root)
+    node = NodeSpec("run.other.node[0]", "run.other", 0, "aws", "eu-central-1", None, "another-lineage")
+    node_id = provider.start_node(node, token="other-project").id
+    provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id=volume_id))
+    return node_id
+
+
 def _drift_json(project: Path) -> tuple[int, dict[str, Any]]:
     result = run(project, "drift", "--json")
     return result.exit_code, json.loads(result.stdout)
@@ -228,14 +238,14 @@ def test_volume_retagged_out_of_band(project: Path, local_root: Path) -> None:
 
 def test_volume_attached_elsewhere(project: Path, local_root: Path) -> None:
     ids = _applied(project, "data")
-    _edit_metadata(local_root, ids["data"], attachments=["i-0123456789abcdef0"])
+    holder = _attach_outside_state(local_root, ids["data"])
 
     code, document = _drift_json(project)
     human = run(project, "drift")
 
     assert code == 2
-    assert [(d["kind"], d["actual"]) for d in document["drift"]] == [("attached-elsewhere", ["i-0123456789abcdef0"])]
-    assert "attached to i-0123456789abcdef0" in human.stdout
+    assert [(d["kind"], d["actual"]) for d in document["drift"]] == [("attached-elsewhere", [holder])]
+    assert f"attached to {holder}" in human.stdout
 
 
 def test_drift_writes_nothing(project: Path, local_root: Path) -> None:
