@@ -1,10 +1,11 @@
 """Recovery from interrupted applies.
 
 A killed apply can leave three things behind. The journal may record finished steps that the
-state lacks, and creates whose volume may or may not exist (found again by their idempotency
-token). The provider may keep leftovers of its own, such as the local provider's temporary
-folders. `plan` reads all three and writes nothing; `apply` saves what it recovered before its
-first step.
+state lacks, creates whose volume or node may or may not exist (found again by their
+idempotency token), and attaches that may or may not have happened (looked up on the node).
+The provider may keep leftovers of its own, such as the local provider's temporary folders.
+`plan` reads all three and writes nothing; `apply` saves what it recovered before its first
+step.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def recover_journal(state: State | None, journal: JournalContents, providers: Pr
         if adoption.facts is None:
             messages.append(f"{intent.address}: an interrupted create made no {what}; it is planned again")
             continue
+        if what == "mount":
+            state.resources[intent.address] = dict(intent.record)
+            messages.append(
+                f"{intent.address}: adopted the mount on node {adoption.facts.id}, made by an interrupted attach"
+            )
+            continue
         if isinstance(adoption.facts, NodeFacts):
             state.resources[intent.address] = node_record_from_facts(intent.record, adoption.facts)
         else:
@@ -89,9 +96,29 @@ def find_created(intents: Iterable[Intent], providers: ProviderSet) -> list[Adop
         regions = sorted({intent.record.get("region") for intent in group if intent.record}, key=str)
         if record_kind == "node":
             found.update(provider.find_nodes_by_token(tokens, regions))
+        elif record_kind == "mount":
+            found.update(_attached(group, provider))
         elif record_kind == "volume":
             found.update(provider.find_volumes_by_token(tokens, regions))
     return [Adoption(intent, found.get(intent.token)) for intent in creates]
+
+
+def _attached(intents: list[Intent], provider: Provider) -> dict[str, NodeFacts]:
+    """Return, by token, the node of each interrupted attach that the provider shows done."""
+    nodes = provider.refresh_nodes({intent.record["node_id"] for intent in intents if intent.record})
+    found = {}
+    for intent in intents:
+        assert intent.record is not None
+        facts = nodes.get(intent.record["node_id"])
+        mount = facts.mounts.get(intent.record["path"]) if facts else None
+        if facts is None or mount is None:
+            continue
+        if (mount.volume_id, mount.instance_path) == (
+            intent.record.get("volume_id"),
+            intent.record.get("instance_path"),
+        ):
+            found[intent.token] = facts
+    return found
 
 
 def providers_in_use(state: State | None, project: Project, providers: ProviderSet) -> list[Provider]:

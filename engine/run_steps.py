@@ -1,7 +1,7 @@
 """Carry out the changes of runs, nodes and mounts: start, stop, attach and detach.
 
-A run record changes in the state only. A node's start and stop are journalled like a
-volume's create and delete, with an idempotency token for the start. A detach polls the
+A run record changes in the state only. A node's start and stop and a mount's attach are
+journalled like a volume's create and delete, with an idempotency token for the start. A detach polls the
 provider with backoff through the executor's `Poll`, so it occupies no worker while it waits;
 after the run's `stop_duration` it forces the detach and warns that a forced detach can
 corrupt the file system.
@@ -132,9 +132,14 @@ class RunSteps:
         assert change.after is not None
         after = self._resolve_ids(change.after)
         spec = _mount_spec(after)
+        # Journalled so that a kill after the attach and before the record still leaves a
+        # trace: the next apply finds the mount on the node and adopts it.
+        seq = self.journal.intent(
+            change.address, Action.CREATE.value, self._make_token(change.address, uuid.uuid4().hex), after
+        )
         log.debug("attaching %s to %s at %s", spec.source, spec.node_id, spec.path)
         self._provider(after).attach_volume(spec)
-        self._record(None, change.address, after)
+        self._record(seq, change.address, after)
         return spec.volume_id
 
     def _finish(self, change: Change, record: Record | None) -> None:

@@ -107,7 +107,12 @@ class LocalProvider(Provider):
         self._index: sqlite3.Connection | None = None
         self._synced = False
         self.nodes = LocalNodes(
-            self.root, self._read_metadata, self._write_metadata, self.volume_data_path, self.capabilities
+            self.root,
+            self._read_metadata,
+            self._write_metadata,
+            self.volume_data_path,
+            self.capabilities,
+            self._claimed_volumes,
         )
         # Volume folders that the last index sync could not read, with the error to report.
         self._unreadable: dict[str, ProviderError] = {}
@@ -130,9 +135,9 @@ class LocalProvider(Provider):
             raise self._unreadable[volume_id]
         found = {}
         for row in self._query("SELECT metadata FROM volumes"):
-            facts = _facts(json.loads(row[0]))
-            if facts.id in wanted:
-                found[facts.id] = self._without_vanished_nodes(facts)
+            metadata = json.loads(row[0])
+            if metadata["id"] in wanted:
+                found[metadata["id"]] = self._current_facts(metadata)
         log.debug("refreshed %d local volumes, %d found", len(wanted), len(found))
         return found
 
@@ -144,7 +149,7 @@ class LocalProvider(Provider):
                 f"the local provider has no volume {volume_id} under {self.root}. "
                 "Check the volume_id, or create the volume first.",
             )
-        return self._without_vanished_nodes(_facts(metadata))
+        return self._current_facts(metadata)
 
     def find_volumes_by_token(
         self, tokens: Iterable[str], regions: Iterable[str | None] = ()
@@ -155,9 +160,9 @@ class LocalProvider(Provider):
         self._sync_index(force=True)
         found = {}
         for row in self._query("SELECT metadata FROM volumes WHERE token IS NOT NULL"):
-            facts = _facts(json.loads(row[0]))
-            if facts.token in wanted:
-                found[facts.token] = self._without_vanished_nodes(facts)
+            metadata = json.loads(row[0])
+            if metadata.get("token") in wanted:
+                found[metadata["token"]] = self._current_facts(metadata)
         return found
 
     # Changing
@@ -166,7 +171,7 @@ class LocalProvider(Provider):
         existing = self._query("SELECT metadata FROM volumes WHERE token = ?", (token,))
         if existing:
             log.info("create of %s with token %s already done", spec.address, token)
-            return _facts(json.loads(existing[0][0]))
+            return self._volume_facts(json.loads(existing[0][0]))
 
         volume_id = new_volume_id()
         metadata: dict[str, Any] = {
@@ -187,7 +192,7 @@ class LocalProvider(Provider):
         self._make_volume_folder(volume_id, metadata)
         self._index_metadata(metadata)
         log.debug("created local volume %s", volume_id)
-        return _facts(metadata)
+        return self._volume_facts(metadata)
 
     def update_volume(
         self,
@@ -215,7 +220,7 @@ class LocalProvider(Provider):
             log.debug("renaming local volume %s from %s to %s", volume_id, metadata.get("name"), name)
             metadata["name"] = name
         self._write_metadata(volume_id, metadata)
-        return _facts(metadata)
+        return self._volume_facts(metadata)
 
     def record_detached(self, volume_id: str, at: datetime | None = None) -> VolumeFacts:
         """Record that the volume was last detached at `at` (now by default), which starts its idle time."""
@@ -225,7 +230,7 @@ class LocalProvider(Provider):
         when = at or datetime.now(timezone.utc)
         metadata["last_detached_at"] = when.astimezone(timezone.utc).strftime(TIME_FORMAT)
         self._write_metadata(volume_id, metadata)
-        return _facts(metadata)
+        return self._volume_facts(metadata)
 
     def delete_volume(self, volume_id: str, region: str | None = None) -> None:
         folder = self._volume_folder(volume_id)
@@ -235,29 +240,33 @@ class LocalProvider(Provider):
             self._execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
             return
         if metadata.get("attachments") and self.nodes.has_vanished(metadata["attachments"]):
-            metadata = self.nodes.release_vanished(volume_id) or metadata
-        if metadata.get("attachments"):
-            raise ProviderError(
-                "Volume in use",
-                f"{volume_id} is attached to {', '.join(metadata['attachments'])}; detach it before deleting.",
-            )
+            # Outside the nodes lock below: the release takes that lock itself.
+            self.nodes.release_vanished(volume_id)
+        # Under the nodes lock no attach is half done, so the live holders are exact.
+        with self.nodes.locked():
+            holders = self.nodes.live_holders(volume_id, metadata.get("attachments") or [])
+            if holders:
+                raise ProviderError(
+                    "Volume in use", f"{volume_id} is attached to {', '.join(holders)}; detach it before deleting."
+                )
 
-        # Renaming first makes the volume disappear at once. Removing its files can then fail
-        # or be interrupted, and no folder that looks like a live volume is left behind.
-        trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
-        log.debug("deleting local volume %s", volume_id)
-        os.rename(folder, trash)
-        fsync_directory(self.root)
+            # Renaming first makes the volume disappear at once; removing the files can then fail
+            # or be interrupted without leaving a folder that looks like a live volume.
+            trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
+            log.debug("deleting local volume %s", volume_id)
+            os.rename(folder, trash)
+            fsync_directory(self.root)
         self._execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
         shutil.rmtree(trash, ignore_errors=True)
         log.debug("deleted local volume %s", volume_id)
 
-    def _without_vanished_nodes(self, facts: VolumeFacts) -> VolumeFacts:
-        """Release the volume from nodes removed outside volplan, as a terminated instance would."""
-        if not self.nodes.has_vanished(facts.attachments):
-            return facts
-        metadata = self.nodes.release_vanished(facts.id)
-        return _facts(metadata) if metadata is not None else facts
+    def _current_facts(self, metadata: dict[str, Any]) -> VolumeFacts:
+        """Release the volume from nodes removed outside volplan, as a terminated instance would,
+        and report only the holders that a node still backs."""
+        attachments = metadata.get("attachments") or []
+        if attachments and self.nodes.has_vanished(attachments):
+            metadata = self.nodes.release_vanished(metadata["id"]) or metadata
+        return self._volume_facts(metadata)
 
     # Nodes and mounts (simulated instance hosts)
 
@@ -346,13 +355,14 @@ class LocalProvider(Provider):
     # Leftovers of interrupted calls
 
     def find_leftovers(self) -> list[str]:
-        return _describe_leftovers(self._sweep_leftovers(remove=False), self.root, "found")
+        found = _describe_leftovers(self._sweep_leftovers(remove=False), self.root, "found")
+        return found + self.nodes.sweep_leftovers(remove=False)
 
     def remove_leftovers(self) -> list[str]:
         removed = self._sweep_leftovers(remove=True)
         if removed:
             log.info("removed %d leftover folders under %s", len(removed), self.root)
-        return _describe_leftovers(removed, self.root, "removed")
+        return _describe_leftovers(removed, self.root, "removed") + self.nodes.sweep_leftovers(remove=True)
 
     def _sweep_leftovers(self, *, remove: bool) -> list[Path]:
         """List (and with `remove`, delete) the temporary folders of killed creates and the
@@ -375,6 +385,19 @@ class LocalProvider(Provider):
             elif entry.name.startswith(STAGING_PREFIX) and _sweep_abandoned_staging(path, remove=remove):
                 swept.append(path)
         return swept
+
+    def _claimed_volumes(self) -> list[str]:
+        """Return the ids of the volumes whose volume.json lists attachments."""
+        self._sync_index(force=True)
+        rows = self._query("SELECT metadata FROM volumes")
+        return [metadata["id"] for metadata in (json.loads(row[0]) for row in rows) if metadata.get("attachments")]
+
+    def _volume_facts(self, metadata: dict[str, Any]) -> VolumeFacts:
+        """The volume's facts, attached only to the nodes that hold a link to it: an attach or
+        detach killed half way leaves a claim in volume.json that no node backs."""
+        if metadata.get("attachments"):
+            metadata = dict(metadata, attachments=self.nodes.live_holders(metadata["id"], metadata["attachments"]))
+        return _facts(metadata)
 
     def _read_metadata(self, volume_id: str) -> dict[str, Any] | None:
         self._volume_folder(volume_id)

@@ -8,7 +8,12 @@ Layout under the local provider's root:
                                  host/mnt/cache, never the real /mnt/cache
         root/                    the node's root tree: mount path /data is the link root/data
     nodes/.tmp-<uuid>/           a node being started; renamed into place when complete
+    nodes/.trash-<uuid>/         a stopped node whose files are being removed
     nodes/.tokens/<token>        the id of the node that a start with this idempotency token made
+
+A killed start can leave a `.tmp-` folder and a token marker whose node never appeared. A
+killed stop can leave a `.trash-` folder and the stopped node's marker. `sweep_leftovers`
+finds them, and removes them when apply starts.
 
 A network mount is a symbolic link from the node's root tree to the volume's `data/` folder,
 so a file written through the mount lands in the volume. An instance mount links to the
@@ -40,6 +45,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -73,6 +79,7 @@ class LocalNodes:
         write_volume: MetadataWriter,
         volume_data: Callable[[str], Path],
         capabilities: Callable[[str], Capabilities],
+        claimed_volumes: Callable[[], list[str]] = list,
     ) -> None:
         self.root = root
         self.folder = root / "nodes"
@@ -80,12 +87,13 @@ class LocalNodes:
         self._write_volume = write_volume
         self._volume_data = volume_data
         self._capabilities = capabilities
+        self._claimed_volumes = claimed_volumes
         self._thread_lock = threading.Lock()
 
     # Nodes
 
     def start(self, spec: NodeSpec, token: str) -> NodeFacts:
-        with self._locked():
+        with self.locked():
             existing = self._started_with(token)
             if existing is not None:
                 log.info("start of %s with token %s already done: %s", spec.address, token, existing["id"])
@@ -111,19 +119,30 @@ class LocalNodes:
             return _facts(metadata)
 
     def stop(self, node_id: str) -> None:
-        with self._locked():
+        with self.locked():
             metadata = self._read(node_id)
             if metadata is None:
                 log.info("stop of %s: already gone", node_id)
                 return
-            volumes = sorted(m["volume_id"] for m in metadata["mounts"].values() if m.get("volume_id"))
+            intact = self._link_intact(node_id, metadata)
+            volumes = sorted(
+                m["volume_id"] for p, m in metadata["mounts"].items() if m.get("volume_id") and p in intact
+            )
             if volumes:
                 raise ProviderError(
                     "Node has attached volumes",
                     f"node {node_id} still has {', '.join(volumes)} attached; detach them before stopping it.",
                 )
+            # A record whose link is gone is what a detach killed half way leaves: its volume
+            # is no longer attached, so only the record and the volume's claim remain to drop.
             for path in sorted(metadata["mounts"]):
+                recorded = metadata["mounts"][path]
                 self._remove_link(node_id, metadata, path)
+                self._release_volume(
+                    MountSpec(
+                        node_id, path, metadata["backend"], recorded.get("volume_id"), recorded.get("instance_path")
+                    )
+                )
 
             # As with volumes, the rename makes the node disappear at once; removing the files
             # can then fail without leaving a folder that looks like a live node.
@@ -151,15 +170,115 @@ class LocalNodes:
         wanted = set(tokens)
         return {m["token"]: _facts(m) for m in self._all_metadata() if m.get("token") in wanted}
 
+    # Leftovers of interrupted starts and stops
+
+    def sweep_leftovers(self, *, remove: bool) -> list[str]:
+        """Describe (and with `remove`, delete) the folders and token markers that killed
+        starts and stops left behind.
+
+        Starts and stops hold the nodes lock from their first write to their last, so under
+        that lock whatever is found belongs to a process that died. Without `remove` nothing
+        is written, not even the lock file.
+        """
+        if not (self.folder / ".lock").exists():
+            return []
+        with self.locked():
+            staging, trash = [], []
+            for entry in sorted(os.scandir(self.folder), key=lambda entry: entry.name):
+                if entry.is_dir(follow_symlinks=False) and entry.name.startswith(".tmp-"):
+                    staging.append(Path(entry.path))
+                elif entry.is_dir(follow_symlinks=False) and entry.name.startswith(".trash-"):
+                    trash.append(Path(entry.path))
+            markers = self._stale_markers()
+            records = self._stale_records(remove=remove)
+            claims = self._stale_claims(remove=remove)
+            if remove:
+                for folder in [*staging, *trash]:
+                    shutil.rmtree(folder, ignore_errors=True)
+                for marker in markers:
+                    marker.unlink(missing_ok=True)
+                if staging or trash or markers:
+                    fsync_directory(self.folder)
+                if staging or trash or markers or records or claims:
+                    log.info(
+                        "removed %d temporary and %d trash folders, %d token markers, %d mount records "
+                        "and %d volume claims under %s",
+                        len(staging),
+                        len(trash),
+                        len(markers),
+                        records,
+                        claims,
+                        self.root,
+                    )
+        counts = _Leftovers(len(staging), len(trash), len(markers), records, claims)
+        return counts.describe(self.root, "removed" if remove else "found")
+
+    def _stale_records(self, *, remove: bool) -> int:
+        """Count (and with `remove`, drop) the mount records whose link is missing: an attach
+        killed before its link, or a detach killed after removing it."""
+        count = 0
+        for metadata in list(self._all_metadata()):
+            node_id = metadata["id"]
+            stale = sorted(set(metadata["mounts"]) - self._link_intact(node_id, metadata))
+            count += len(stale)
+            if remove and stale:
+                for path in stale:
+                    self._remove_link(node_id, metadata, path)
+                self._write(node_id, metadata)
+        return count
+
+    def _stale_claims(self, *, remove: bool) -> int:
+        """Count (and with `remove`, correct) the claims of local nodes that no intact link
+        backs, and the intact links that their volume does not list: what an attach or detach
+        killed between its writes leaves in volume.json."""
+        backed: dict[str, set[str]] = {}
+        for metadata in self._all_metadata():
+            intact = self._link_intact(metadata["id"], metadata)
+            for path, recorded in metadata["mounts"].items():
+                if recorded.get("volume_id") and path in intact:
+                    backed.setdefault(recorded["volume_id"], set()).add(metadata["id"])
+
+        count = 0
+        for volume_id in sorted(set(self._claimed_volumes()) | set(backed)):
+            volume = self._read_volume(volume_id)
+            if volume is None:
+                continue
+            claims = sorted(volume.get("attachments") or [])
+            foreign = {node_id for node_id in claims if not NODE_ID.match(node_id)}
+            wanted = sorted(backed.get(volume_id, set()) | foreign)
+            if claims != wanted:
+                count += len(set(claims) ^ set(wanted))
+                if remove:
+                    volume["attachments"] = wanted
+                    self._write_volume(volume_id, volume)
+        return count
+
+    def _stale_markers(self) -> list[Path]:
+        """Token markers whose node does not exist: its start died before the rename, or its
+        stop died before removing the marker."""
+        try:
+            markers = sorted(os.scandir(self.folder / ".tokens"), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return []
+        stale = []
+        for marker in markers:
+            if not marker.is_file(follow_symlinks=False):
+                continue
+            node_id = Path(marker.path).read_text(encoding="utf-8").strip()
+            if not NODE_ID.match(node_id) or not (self.folder / node_id).is_dir():
+                stale.append(Path(marker.path))
+        return stale
+
     # Mounts
 
     def attach(self, mount: MountSpec) -> None:
-        with self._locked():
+        with self.locked():
             metadata = self._require(mount.node_id)
             recorded = metadata["mounts"].get(mount.path)
             if recorded is not None and _same_source(recorded, mount):
                 if mount.path in self._link_intact(mount.node_id, metadata):
                     log.info("attach of %s at %s on %s: already attached", mount.source, mount.path, mount.node_id)
+                    self._add_claim(mount)
                     return
                 # The link was removed outside volplan: make it again.
                 self._remove_link(mount.node_id, metadata, mount.path)
@@ -177,16 +296,20 @@ class LocalNodes:
                     "Mount path in use",
                     f"{link} already exists in node {mount.node_id}'s root tree; the local provider made no mount there.",
                 )
+            # The record, the link, then the volume's claim: whatever a kill leaves, a claim
+            # is backed by a record of this node, so a stop releases it.
             if mount.volume_id is not None:
-                target = self._claim_volume(mount, metadata)
+                self._check_volume(mount, metadata)
+                target = self._volume_data(mount.volume_id)
             else:
                 assert mount.instance_path is not None
                 target = self._host_folder(mount.node_id, mount.instance_path)
                 target.mkdir(parents=True, exist_ok=True)
             self._make_link(mount, metadata, target)
+            self._add_claim(mount)
 
     def detach(self, mount: MountSpec, *, force: bool) -> bool:
-        with self._locked():
+        with self.locked():
             metadata = self._read(mount.node_id)
             recorded = metadata["mounts"].get(mount.path) if metadata else None
             if metadata is None or recorded is None or not _same_source(recorded, mount):
@@ -199,9 +322,10 @@ class LocalNodes:
 
             if force:
                 log.warning("forcing the detach of %s from node %s", mount.source, mount.node_id)
+            # The link, the volume's claim, then the record: the reverse of attach.
             self._remove_link(mount.node_id, metadata, mount.path)
-            self._write(mount.node_id, metadata)
             self._release_volume(mount)
+            self._write(mount.node_id, metadata)
             return True
 
     def has_vanished(self, holders: Iterable[str]) -> bool:
@@ -210,7 +334,7 @@ class LocalNodes:
 
     def release_vanished(self, volume_id: str) -> dict[str, Any] | None:
         """Release the volume from nodes that no longer exist; return its metadata as it is now."""
-        with self._locked():
+        with self.locked():
             volume = self._read_volume(volume_id)
             if volume is not None:
                 self._drop_vanished(volume_id, volume)
@@ -227,7 +351,8 @@ class LocalNodes:
         """Return the place in the node's root tree that stands for `path`."""
         return self._node_folder(node_id) / "root" / path.lstrip("/")
 
-    def _claim_volume(self, mount: MountSpec, node: dict[str, Any]) -> Path:
+    def _check_volume(self, mount: MountSpec, node: dict[str, Any]) -> None:
+        """Raise unless the volume exists, is in the node's region and zone, and is free."""
         assert mount.volume_id is not None
         volume = self._read_volume(mount.volume_id)
         if volume is None:
@@ -254,17 +379,48 @@ class LocalNodes:
             )
 
         self._drop_vanished(mount.volume_id, volume)
-        holders = [holder for holder in volume.get("attachments") or [] if holder != mount.node_id]
+        holders = [
+            holder
+            for holder in self.live_holders(mount.volume_id, volume.get("attachments") or [])
+            if holder != mount.node_id
+        ]
         if holders and not self._capabilities(volume["backend"]).multi_attach:
             raise ProviderError(
                 "Volume in use",
                 f"{mount.volume_id} is attached to {', '.join(holders)}; on {volume['backend']} a volume "
                 "attaches to one node at a time. Stop that node's run, or mount another volume.",
             )
-        if mount.node_id not in (volume.get("attachments") or []):
-            volume["attachments"] = sorted([*holders, mount.node_id])
+
+    def _add_claim(self, mount: MountSpec) -> None:
+        if mount.volume_id is None:
+            return
+        volume = self._read_volume(mount.volume_id)
+        assert volume is not None
+        claims = volume.get("attachments") or []
+        if mount.node_id not in claims:
+            volume["attachments"] = sorted([*claims, mount.node_id])
             self._write_volume(mount.volume_id, volume)
-        return self._volume_data(mount.volume_id)
+
+    def live_holders(self, volume_id: str, claims: Iterable[str]) -> list[str]:
+        """Return the nodes among `claims` that hold the volume.
+
+        A local node holds it while its root tree has the recorded link to it. A claim
+        without that link is what a killed detach leaves, and a local id without a node
+        folder is a node that is gone. An id that is not a local node id stands for an
+        attachment made by another tool, and holds.
+        """
+        live = []
+        for node_id in claims:
+            if not NODE_ID.match(node_id):
+                live.append(node_id)
+                continue
+            metadata = self._read(node_id)
+            if metadata is None:
+                continue
+            intact = self._link_intact(node_id, metadata)
+            if any(m.get("volume_id") == volume_id and p in intact for p, m in metadata["mounts"].items()):
+                live.append(node_id)
+        return live
 
     def _drop_vanished(self, volume_id: str, volume: dict[str, Any]) -> None:
         """Drop attachments to vanished nodes from `volume` and write it; the caller holds the lock."""
@@ -286,15 +442,20 @@ class LocalNodes:
         volume = self._read_volume(mount.volume_id)
         if volume is None or mount.node_id not in (volume.get("attachments") or []):
             return
+        # The node may mount the volume at another path too (a mount moving to a new path
+        # is attached there before or after the old path is detached).
+        if mount.node_id in self.live_holders(mount.volume_id, [mount.node_id]):
+            return
         volume["attachments"] = [holder for holder in volume["attachments"] if holder != mount.node_id]
         self._write_volume(mount.volume_id, volume)
 
     # Links
 
     def _make_link(self, mount: MountSpec, metadata: dict[str, Any], target: Path) -> None:
+        # The record comes first: a kill before the link leaves a record whose link is
+        # missing, which the next attach, detach or stop repairs. A link without a record
+        # would block its path for good, as the provider touches no link it did not record.
         link = self.root_path(mount.node_id, mount.path)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target, link, target_is_directory=True)
         metadata["mounts"][mount.path] = {
             "volume_id": mount.volume_id,
             "instance_path": mount.instance_path,
@@ -302,6 +463,9 @@ class LocalNodes:
             "target": str(target),
         }
         self._write(mount.node_id, metadata)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, link, target_is_directory=True)
+        fsync_directory(link.parent)
         log.debug("linked %s on %s to %s", mount.path, mount.node_id, target)
 
     def _remove_link(self, node_id: str, metadata: dict[str, Any], path: str) -> None:
@@ -388,7 +552,7 @@ class LocalNodes:
                     yield metadata
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._thread_lock:
             descriptor = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
@@ -418,6 +582,36 @@ def _facts(metadata: dict[str, Any], intact: set[str] | None = None) -> NodeFact
         token=metadata.get("token"),
         mounts=mounts,
     )
+
+
+@dataclass(frozen=True)
+class _Leftovers:
+    staging: int
+    trash: int
+    markers: int
+    records: int
+    claims: int
+
+    def describe(self, root: Path, verb: str) -> list[str]:
+        folder = root / "nodes"
+        messages = []
+        if self.staging:
+            messages.append(f"{verb} {self.staging} temporary folder(s) of interrupted node starts under {folder}")
+        if self.trash:
+            messages.append(f"{verb} {self.trash} folder(s) of interrupted node stops under {folder}")
+        if self.markers:
+            messages.append(f"{verb} {self.markers} token marker(s) of nodes that no longer exist under {folder}")
+        if self.records:
+            messages.append(
+                f"{verb} {self.records} mount record(s) without their link, left by interrupted attaches or detaches"
+            )
+        if self.claims:
+            fixed = "corrected" if verb == "removed" else "found"
+            messages.append(
+                f"{fixed} {self.claims} volume attachment(s) under {root} that disagree with the node mounts, "
+                "left by interrupted attaches or detaches"
+            )
+        return messages
 
 
 def _token_file(token: str) -> str:

@@ -1,13 +1,16 @@
 """The long crash run: many seeds of the SIGKILL harness, with the figures for docs/reliability.md.
 
-Each seed configures 200 local volumes, kills `volplan apply` at random moments for a number
-of rounds on top of each other, then lets an apply finish and checks that the provider contains
-exactly the configured volumes. Run from the repository root:
+Each seed configures 200 local volumes and 20 two-node runs, each node mounting its own
+volume. It kills `volplan apply` at random moments for a number of rounds on top of each
+other. Then it lets an apply finish and checks that the provider contains exactly the
+configured volumes, nodes and mounts. Run from the repository root:
 
     python -m scripts.crash_long [--seeds 50] [--rounds 8] [--first-seed 1] [--signal KILL]
+                                 [--volumes 200] [--runs 20]
 
 Exit status 1 when any seed broke an invariant; the seed is printed so that
-`VOLPLAN_CRASH_SEED=SEED pytest tests/test_crash.py -k sigkill` replays it with 8 rounds.
+`VOLPLAN_CRASH_SEED=SEED pytest tests/test_crash.py -k sigkill` replays it with 8 rounds
+(the timing of each kill differs from run to run, so a replay may not hit the same moment).
 """
 
 from __future__ import annotations
@@ -21,21 +24,27 @@ import time
 from pathlib import Path
 
 from bench.common import machine
-from tests.crash_harness import CrashRun, VolumeWorkload, run_crash_rounds
+from tests.crash_harness import CrashRun, RunWorkload, VolumeWorkload, Workload, run_crash_rounds
 
 # Lines of the next apply's recovery report, counted over every seed.
 _RECOVERY_LINES = {
     "finished steps read back from the journal": "finished step(s) that only the journal recorded",
     "volumes adopted through their token": "adopted volume",
+    "nodes adopted through their token": "adopted node",
+    "mounts adopted after an interrupted attach": "adopted the mount",
     "creates found to have made no volume": "an interrupted create made no volume",
-    "interrupted deletes checked again": "an interrupted delete of",
-    "temporary folders of creates removed": "temporary folder(s) of interrupted local creates",
-    "trash folders of deletes removed": "folder(s) of interrupted local deletes",
+    "interrupted deletes and detaches checked again": "an interrupted delete of",
+    "temporary folders of volume creates removed": "temporary folder(s) of interrupted local creates",
+    "trash folders of volume deletes removed": "folder(s) of interrupted local deletes",
     "temporary state files removed": "temporary file(s) of interrupted state writes",
+    "temporary folders of node starts removed": "temporary folder(s) of interrupted node starts",
+    "trash folders of node stops removed": "folder(s) of interrupted node stops",
+    "mount records without their link dropped": "mount record(s) without their link",
+    "volume attachments corrected": "volume attachment(s)",
 }
 
 
-def run_seed(seed: int, rounds: int, number: signal.Signals, count: int) -> CrashRun:
+def run_seed(seed: int, rounds: int, number: signal.Signals, count: int, runs: int) -> CrashRun:
     with tempfile.TemporaryDirectory(prefix="volplan-crash-") as scratch:
         folder = Path(scratch)
         project, logs = folder / "project", folder / "logs"
@@ -44,12 +53,17 @@ def run_seed(seed: int, rounds: int, number: signal.Signals, count: int) -> Cras
         return run_crash_rounds(
             project,
             folder / "root",
-            [VolumeWorkload(count=count)],
+            _workloads(count, runs),
             seed=seed,
             rounds=rounds,
             number=number,
             scratch=logs,
         )
+
+
+def _workloads(volumes: int, runs: int) -> list[Workload]:
+    workloads: list[Workload] = [VolumeWorkload(count=volumes)] if volumes else []
+    return workloads + ([RunWorkload(count=runs)] if runs else [])
 
 
 def main() -> int:
@@ -58,6 +72,7 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=8, help="signalled applies per seed before the final one")
     parser.add_argument("--volumes", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=20, help="two-node runs, each with a volume per node")
     parser.add_argument("--signal", default="KILL", choices=["KILL", "INT", "TERM"])
     arguments = parser.parse_args()
     number = signal.Signals[f"SIG{arguments.signal}"]
@@ -65,7 +80,7 @@ def main() -> int:
     started = time.monotonic()
     runs = []
     for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
-        run = run_seed(seed, arguments.rounds, number, arguments.volumes)
+        run = run_seed(seed, arguments.rounds, number, arguments.volumes, arguments.runs)
         runs.append(run)
         verdict = "ok" if not run.problems and run.final_exit_code == 0 and run.final_plan_exit_code == 0 else "FAILED"
         signalled = sum(1 for r in run.rounds if r.signalled)
@@ -89,7 +104,7 @@ def _report(runs: list[CrashRun], arguments: argparse.Namespace, number: signal.
     print()
     print(
         f"command: python -m scripts.crash_long --seeds {arguments.seeds} --first-seed {arguments.first_seed} "
-        f"--rounds {arguments.rounds} --volumes {arguments.volumes} --signal {arguments.signal}"
+        f"--rounds {arguments.rounds} --volumes {arguments.volumes} --runs {arguments.runs} --signal {arguments.signal}"
     )
     print(f"machine: {machine()}")
     print(f"seeds: {len(runs)}, failed: {len(failed)} {failed if failed else ''}")

@@ -7,8 +7,9 @@ results folded in or by a journal intent's idempotency token. A last apply then 
 and the provider must hold exactly what is configured.
 
 What is configured, and how the provider is compared with the state, comes from workloads.
-`VolumeWorkload` covers volumes; runs, with their nodes and attachments, can join as another
-`Workload` without changing the driver.
+`VolumeWorkload` covers volumes; `RunWorkload` covers two-node tasks with a volume per node,
+their node folders and their mount links. Each workload checks only the addresses it owns,
+so both can run in one project.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from providers.local import METADATA, STAGING_PREFIX, TRASH_PREFIX, VOLUME_ID
+from providers.local_nodes import NODE_ID, NODE_METADATA
 from state.journal import JournalContents, fold_results, read_journal
 from state.model import State
 from state.store import LocalStateStore
@@ -69,11 +71,35 @@ class World:
                 found[entry.name] = json.loads((entry / METADATA).read_text())
         return found
 
+    def node_folders(self) -> dict[str, dict[str, Any]]:
+        """Every node folder under the local root's nodes/, by id, with its metadata."""
+        folder = self.local_root / "nodes"
+        found = {}
+        for entry in sorted(folder.iterdir()) if folder.exists() else []:
+            if NODE_ID.match(entry.name):
+                found[entry.name] = json.loads((entry / NODE_METADATA).read_text())
+        return found
+
     def leftover_folders(self) -> list[str]:
-        if not self.local_root.exists():
-            return []
+        """Temporary and trash folders of interrupted calls, of volumes and of nodes."""
+        found: list[str] = []
+        for folder in (self.local_root, self.local_root / "nodes"):
+            if folder.exists():
+                found.extend(
+                    str(entry.relative_to(self.local_root))
+                    for entry in folder.iterdir()
+                    if entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX))
+                )
+        return sorted(found)
+
+    def stale_node_tokens(self) -> list[str]:
+        """Token markers under nodes/.tokens whose node no longer exists."""
+        tokens = self.local_root / "nodes" / ".tokens"
+        live = set(self.node_folders())
         return sorted(
-            entry.name for entry in self.local_root.iterdir() if entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX))
+            marker.name
+            for marker in (tokens.iterdir() if tokens.exists() else [])
+            if marker.read_text().strip() not in live
         )
 
     def stray_project_files(self) -> list[str]:
@@ -131,24 +157,15 @@ class VolumeWorkload:
             self.configured.add(name)
 
     def check(self, world: World, *, converged: bool) -> list[str]:
-        problems = _duplicates(world)
-        folded = world.folded
-        recorded = {
-            record["id"]: address
-            for address, record in (folded.resources.items() if folded else [])
-            if record.get("kind") == "volume"
-        }
-        pending = world.pending_tokens
-        for volume_id, metadata in world.volume_folders().items():
-            if volume_id not in recorded and metadata.get("token") not in pending:
-                problems.append(f"orphan volume {volume_id} ({metadata.get('address')}): not in the state or journal")
+        owned = {f"volume.{name}" for name in self.names()}
+        problems = check_volume_folders(world, owned)
         if converged:
-            problems.extend(self._check_converged(world, recorded))
+            problems.extend(self._check_converged(world, _recorded_volumes(world, owned)))
         return problems
 
     def _check_converged(self, world: World, recorded: dict[str, str]) -> list[str]:
         problems = []
-        folders = world.volume_folders()
+        folders = _owned_folders(world, set(recorded.values()) | {f"volume.{name}" for name in self.names()})
         expected = {f"volume.{name}" for name in self.configured}
         if set(recorded.values()) != expected:
             missing = sorted(expected - set(recorded.values()))
@@ -167,11 +184,222 @@ class VolumeWorkload:
         return problems
 
 
-def _duplicates(world: World) -> list[str]:
+_MOUNT_PATHS = ("/data", "/workspace/data")
+_RUN_TEMPLATE = """type: task
+name: {name}
+nodes: 2
+commands: [{command}]
+volumes:
+  - {name}-data-$<< dstack.node_rank >>:{path}
+"""
+
+
+@dataclass
+class RunWorkload:
+    """`count` two-node tasks, each node mounting its own volume (`NAME-data-0`, `NAME-data-1`).
+
+    Each round leaves out a random share of the runs (and, for half of those, their volumes
+    too), moves some mounts to another path and changes some runs' commands, so the applies
+    start and stop nodes, attach and detach volumes, and delete volumes that were attached.
+    """
+
+    count: int = 20
+    left_out: float = 0.25
+    changed: float = 0.2
+    name: str = "runs"
+    paths: dict[str, str] = field(default_factory=dict)
+    commands: dict[str, int] = field(default_factory=dict)
+    configured: set[str] = field(default_factory=set)
+
+    def names(self) -> list[str]:
+        return [f"r{index:02d}" for index in range(self.count)]
+
+    def volume_names(self, run: str) -> list[str]:
+        return [f"{run}-data-{rank}" for rank in (0, 1)]
+
+    def write_round(self, project: Path, rng: random.Random, *, final: bool) -> None:
+        self.configured = set()
+        for name in self.names():
+            run_file = project / f"{name}.dstack.yml"
+            if not final and rng.random() < self.left_out:
+                run_file.unlink(missing_ok=True)
+                if rng.random() < 0.5:
+                    for volume in self.volume_names(name):
+                        (project / f"{volume}.dstack.yml").unlink(missing_ok=True)
+                continue
+
+            for volume in self.volume_names(name):
+                (project / f"{volume}.dstack.yml").write_text(
+                    f"type: volume\nname: {volume}\nbackend: aws\nregion: eu-central-1\nsize: 1GB\n"
+                )
+            if name not in self.paths or rng.random() < self.changed:
+                self.paths[name] = rng.choice(_MOUNT_PATHS)
+            if rng.random() < self.changed:
+                self.commands[name] = self.commands.get(name, 0) + 1
+            command = f"python train.py --round {self.commands.get(name, 0)}"
+            run_file.write_text(_RUN_TEMPLATE.format(name=name, command=command, path=self.paths[name]))
+            self.configured.add(name)
+
+    def owned_volumes(self) -> set[str]:
+        return {f"volume.{volume}" for run in self.names() for volume in self.volume_names(run)}
+
+    def check(self, world: World, *, converged: bool) -> list[str]:
+        problems = check_volume_folders(world, self.owned_volumes())
+        problems.extend(self._check_nodes(world))
+        if converged:
+            problems.extend(self._check_converged(world))
+        return problems
+
+    def _check_nodes(self, world: World) -> list[str]:
+        """Checks that hold after any kill: no duplicate or unaccounted node, and no volume
+        attached to a node that does not exist."""
+        nodes = world.node_folders()
+        by_address: dict[str, list[str]] = {}
+        for node_id, metadata in nodes.items():
+            by_address.setdefault(metadata["address"], []).append(node_id)
+        problems = [f"duplicate nodes for {address}: {ids}" for address, ids in by_address.items() if len(ids) > 1]
+
+        folded = world.folded
+        recorded = {
+            record["id"] for record in (folded.resources.values() if folded else []) if record.get("kind") == "node"
+        }
+        pending = world.pending_tokens
+        for node_id, metadata in nodes.items():
+            if node_id not in recorded and metadata.get("token") not in pending:
+                problems.append(f"orphan node {node_id} ({metadata['address']}): not in the state or journal")
+
+        for volume_id, metadata in world.volume_folders().items():
+            attachments = metadata.get("attachments") or []
+            assert isinstance(attachments, list)
+            for node_id in attachments:
+                if node_id not in nodes:
+                    problems.append(
+                        f"volume {volume_id} ({metadata.get('address')}) is attached to missing node {node_id}"
+                    )
+        return problems
+
+    def _check_converged(self, world: World) -> list[str]:
+        assert world.state is not None
+        resources = world.state.resources
+        problems = self._check_addresses(set(resources))
+        nodes = world.node_folders()
+        volumes = world.volume_folders()
+
+        expected_nodes: dict[str, str] = {}
+        for run in sorted(self.configured):
+            for rank, volume in enumerate(self.volume_names(run)):
+                node_address = f"run.{run}.node[{rank}]"
+                node = resources.get(node_address)
+                volume_record = resources.get(f"volume.{volume}")
+                mount = resources.get(f"{node_address}.mount[{self.paths[run]}]")
+                if node is None or volume_record is None or mount is None:
+                    continue
+                expected_nodes[node["id"]] = node_address
+                problems.extend(
+                    self._check_mount(world, node["id"], node_address, self.paths[run], volume_record["id"])
+                )
+                if mount.get("node_id") != node["id"] or mount.get("volume_id") != volume_record["id"]:
+                    problems.append(
+                        f"{node_address}.mount[{self.paths[run]}]: the state records the wrong ids: {mount}"
+                    )
+                attachments = (volumes.get(volume_record["id"]) or {}).get("attachments")
+                if attachments != [node["id"]]:
+                    problems.append(f"volume.{volume}: attached to {attachments}, configured on {node['id']}")
+
+        for node_id in sorted(set(nodes) - set(expected_nodes)):
+            problems.append(f"orphan node folder {node_id} ({nodes[node_id]['address']}) after convergence")
+        for node_id, address in sorted(expected_nodes.items()):
+            if node_id not in nodes:
+                problems.append(f"lost node: {address} records {node_id}, which does not exist")
+            elif nodes[node_id]["address"] != address:
+                problems.append(f"{address}: node {node_id} was started for {nodes[node_id]['address']}")
+        problems.extend(self._check_idle_volumes(volumes))
+        if world.stale_node_tokens():
+            problems.append(f"token markers of nodes that no longer exist: {world.stale_node_tokens()}")
+        return problems
+
+    def _check_addresses(self, addresses: set[str]) -> list[str]:
+        expected = {f"volume.{volume}" for run in self.configured for volume in self.volume_names(run)}
+        for run in self.configured:
+            expected.add(f"run.{run}")
+            for rank in (0, 1):
+                expected |= {f"run.{run}.node[{rank}]", f"run.{run}.node[{rank}].mount[{self.paths[run]}]"}
+        # Volumes of runs left out in the last round may stay configured on their own.
+        owned = {a for a in addresses if a.startswith("run.")} | (addresses & self.owned_volumes())
+        optional = {f"volume.{v}" for run in set(self.names()) - self.configured for v in self.volume_names(run)}
+        missing = sorted(expected - owned)
+        extra = sorted(owned - expected - optional)
+        return (
+            [f"state addresses differ from the runs configured: missing {missing}, extra {extra}"]
+            if missing or extra
+            else []
+        )
+
+    def _check_mount(self, world: World, node_id: str, address: str, path: str, volume_id: str) -> list[str]:
+        """The node's root tree holds exactly one link, at `path`, to the volume's data folder,
+        and node.json records exactly that mount."""
+        problems = []
+        root = world.local_root / "nodes" / node_id / "root"
+        links = sorted("/" + str(link.relative_to(root)) for link in root.rglob("*") if link.is_symlink())
+        if links != [path]:
+            problems.append(f"{address}: links {links} in the root tree, configured {[path]}")
+        target = world.local_root / volume_id / "data"
+        link = root / path.lstrip("/")
+        if link.is_symlink() and Path(os.readlink(link)) != target:
+            problems.append(f"{address}: {path} links to {os.readlink(link)}, not to {target}")
+        files = [
+            str(entry.relative_to(root)) for entry in root.rglob("*") if entry.is_file() and not entry.is_symlink()
+        ]
+        if files:
+            problems.append(f"{address}: files in the root tree that no mount made: {files}")
+        recorded = world.node_folders()[node_id]["mounts"] if node_id in world.node_folders() else {}
+        if sorted(recorded) != [path] or recorded[path].get("volume_id") != volume_id:
+            problems.append(f"{address}: node.json records mounts {recorded}, configured {path} -> {volume_id}")
+        return problems
+
+    def _check_idle_volumes(self, volumes: dict[str, dict[str, object]]) -> list[str]:
+        """Volumes of runs that are not configured are attached nowhere."""
+        idle = {f"volume.{v}" for run in set(self.names()) - self.configured for v in self.volume_names(run)}
+        return [
+            f"{metadata['address']}: attached to {metadata['attachments']}, but its run is not configured"
+            for metadata in volumes.values()
+            if metadata.get("address") in idle and metadata.get("attachments")
+        ]
+
+
+def check_volume_folders(world: World, owned: set[str]) -> list[str]:
+    """Report duplicate volume folders for one address, and folders that neither the state
+    nor a pending journal intent accounts for, among the volumes at the `owned` addresses."""
+    folders = _owned_folders(world, owned)
     by_address: dict[object, list[str]] = {}
-    for volume_id, metadata in world.volume_folders().items():
+    for volume_id, metadata in folders.items():
         by_address.setdefault(metadata.get("address"), []).append(volume_id)
-    return [f"duplicate volumes for {address}: {ids}" for address, ids in by_address.items() if len(ids) > 1]
+    problems = [f"duplicate volumes for {address}: {ids}" for address, ids in by_address.items() if len(ids) > 1]
+
+    recorded = _recorded_volumes(world, owned)
+    pending = world.pending_tokens
+    for volume_id, metadata in folders.items():
+        if volume_id not in recorded and metadata.get("token") not in pending:
+            problems.append(f"orphan volume {volume_id} ({metadata.get('address')}): not in the state or journal")
+    return problems
+
+
+def _owned_folders(world: World, owned: set[str]) -> dict[str, dict[str, object]]:
+    return {
+        volume_id: metadata
+        for volume_id, metadata in world.volume_folders().items()
+        if metadata.get("address") in owned
+    }
+
+
+def _recorded_volumes(world: World, owned: set[str]) -> dict[str, str]:
+    """Volume id -> address for the owned volumes in the state with the journal folded in."""
+    folded = world.folded
+    return {
+        record["id"]: address
+        for address, record in (folded.resources.items() if folded else [])
+        if record.get("kind") == "volume" and address in owned
+    }
 
 
 @dataclass

@@ -8,7 +8,8 @@ part of volplan) pauses each matching call, then runs the real CLI in a real pro
 
 Points: `create.staged` (the temporary folder is complete, not yet renamed into place),
 `create.made` (the volume exists, the call has not returned), `delete.trashed` (the volume
-folder was renamed to the trash, its files are not yet removed). The value is in seconds.
+folder was renamed to the trash, its files are not yet removed), `attach.made` (the mount's
+link and claim exist, the call has not returned). The value is in seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import providers.local as local
 from engine.cli import main
-from providers.base import VolumeFacts, VolumeSpec
+from providers.base import MountSpec, VolumeFacts, VolumeSpec
 
 
 def _pause_create_made(seconds: float) -> None:
@@ -56,7 +57,18 @@ def _pause_delete_trashed(seconds: float) -> None:
     local.shutil = types.SimpleNamespace(rmtree=rmtree)  # type: ignore[assignment]
 
 
+def _pause_attach_made(seconds: float) -> None:
+    attach = local.LocalProvider.attach_volume
+
+    def paused(self: local.LocalProvider, mount: MountSpec) -> None:
+        attach(self, mount)
+        time.sleep(seconds)
+
+    local.LocalProvider.attach_volume = paused  # type: ignore[method-assign]
+
+
 _POINTS = {
+    "attach.made": _pause_attach_made,
     "create.made": _pause_create_made,
     "create.staged": _pause_create_staged,
     "delete.trashed": _pause_delete_trashed,

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ import pytest
 from providers.local import STAGING_PREFIX, TRASH_PREFIX, VOLUME_ID, LocalProvider
 from tests.conftest import run_process
 from tests.crash_harness import (
+    RunWorkload,
     VolumeWorkload,
+    Workload,
     World,
     read_world,
     run_crash_rounds,
@@ -88,12 +91,22 @@ def _assert_converges(project: Path, local_root: Path, workload: VolumeWorkload)
     return applied.stdout
 
 
-def test_sigkill_rounds_converge(project: Path, local_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "workloads",
+    [
+        pytest.param(lambda: [VolumeWorkload(count=200), RunWorkload(count=20)], id="volumes-and-runs"),
+        # Runs alone: every kill lands among node starts and stops, attaches and detaches.
+        pytest.param(lambda: [RunWorkload(count=20)], id="runs"),
+    ],
+)
+def test_sigkill_rounds_converge(
+    project: Path, local_root: Path, tmp_path: Path, workloads: Callable[[], list[Workload]]
+) -> None:
     seed = _seed()
     logs = tmp_path / "logs"
     logs.mkdir()
 
-    run = run_crash_rounds(project, local_root, [VolumeWorkload(count=200)], seed=seed, rounds=_ROUNDS, scratch=logs)
+    run = run_crash_rounds(project, local_root, workloads(), seed=seed, rounds=_ROUNDS, scratch=logs)
 
     assert run.problems == [], f"seed {seed}: {len(run.problems)} problems, the first: {run.problems[:10]}"
     assert run.final_exit_code == 0, f"seed {seed}: {run.final_output[-3000:]}"
