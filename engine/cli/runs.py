@@ -4,45 +4,9 @@ from __future__ import annotations
 
 import click
 
-from engine.cli.common import GlobalOptions, load, parse_duration_option
-from engine.cli.planning import ApplyFlags, run_apply
+from engine.cli.common import GlobalOptions, load
+from engine.cli.planning import ApplyFlags, approval_options, run_apply
 from engine.run_planner import RunScope
-
-_approval_options = [
-    click.option(
-        "-y", "--yes", "--auto-approve", "auto_approve", is_flag=True, help="Go ahead without asking for approval."
-    ),
-    click.option(
-        "--input",
-        "allow_input",
-        type=click.BOOL,
-        default=True,
-        is_flag=False,
-        flag_value=True,
-        help="Ask for approval on the terminal; --input=false fails instead of asking.",
-    ),
-    click.option(
-        "--parallelism",
-        type=click.IntRange(min=1, max=1000),
-        default=10,
-        show_default=True,
-        help="Maximum number of provider calls at once.",
-    ),
-    click.option(
-        "--lock-timeout",
-        metavar="DURATION",
-        callback=parse_duration_option,
-        default="0",
-        show_default=True,
-        help="How long to wait for the state lock (90s, 5m; 0 tries once).",
-    ),
-]
-
-
-def _with_approval_options(function: click.decorators.FC) -> click.decorators.FC:
-    for decorator in reversed(_approval_options):
-        function = decorator(function)
-    return function
 
 
 def _run_address(name: str) -> str:
@@ -52,7 +16,7 @@ def _run_address(name: str) -> str:
 @click.command()
 @click.argument("run_name", metavar="RUN")
 @click.option("--abort", is_flag=True, help="Force every detach at once instead of waiting for stop_duration.")
-@_with_approval_options
+@approval_options
 @click.pass_obj
 def stop(
     options: GlobalOptions,
@@ -87,7 +51,7 @@ def stop(
 
 @click.command()
 @click.argument("run_name", metavar="RUN")
-@_with_approval_options
+@approval_options
 @click.pass_obj
 def start(
     options: GlobalOptions,
