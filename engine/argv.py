@@ -18,8 +18,8 @@ TERRAFORM_OPTIONS = (
     "replace",
     "refresh",
     "input",
-    # Not in the list that DESIGN promises, but Terraform users type them out of habit; without
-    # these, click would read -no-color as dstack's -n with the value "o-color".
+    # Terraform users type these out of habit too. Without them, click would read -no-color as
+    # dstack's -n with the value "o-color".
     "no-color",
     "json",
 )

@@ -103,7 +103,7 @@ def discover_files(root: Path) -> list[str]:
 
 def run_name_for(file: str, config: RunConfiguration, root: Path | None = None) -> str:
     """Return the run's name: its `name`, else its file name without the suffix, else (a bare
-    `.dstack.yml`) the name of the folder that holds the file, the project folder included."""
+    `.dstack.yml`) the name of the folder that contains the file, the project folder included."""
     if config.name:
         return config.name
     name = Path(file).name

@@ -121,9 +121,9 @@ file_option = click.option(
 
 
 def terraform_plan_options(function: Any) -> Any:
-    """Accept Terraform's plan options that have nothing to do in a volplan plan, so that CI lines
-    such as `plan -input=false -lock-timeout=5m` keep working: plan never asks, never takes the
-    state lock, and refreshes in batches."""
+    """Add Terraform's plan options that have nothing to do in a volplan plan, so that CI lines
+    such as `plan -input=false -lock-timeout=5m` keep working. A plan never prompts, never takes
+    the state lock, and refreshes in batches."""
     decorators = [
         click.option(
             "--input",

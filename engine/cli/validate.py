@@ -83,7 +83,7 @@ def _run_json(run: DesiredRun) -> dict[str, Any]:
 
 
 def _nodes(config: RunConfiguration) -> list[RunNode]:
-    """A task's nodes in rank order; one node per replica, all of rank 0, for a service."""
+    """Return a task's nodes in rank order, or one node per replica, all of rank 0, for a service."""
     nodes = run_nodes(config)
     if config.type == "service":
         return nodes[:1] * max(config.replicas, 1)
