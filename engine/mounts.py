@@ -119,7 +119,7 @@ def _parse_instance_mount(
             )
         )
         return None
-    if not _known_keys(document, entry, at, INSTANCE_MOUNT_KEYS, "an instance mount", issues):
+    if not check_known_keys(document, entry, at, INSTANCE_MOUNT_KEYS, "an instance mount", issues):
         return None
 
     instance_path = _check_path(document, at + ("instance_path",), entry.get("instance_path"), issues)
@@ -149,7 +149,7 @@ def _parse_network_mount(
             )
         )
         return None
-    if not _known_keys(document, entry, at, NETWORK_MOUNT_KEYS, "a volume mount", issues):
+    if not check_known_keys(document, entry, at, NETWORK_MOUNT_KEYS, "a volume mount", issues):
         return None
 
     names = entry.get("name")
@@ -189,7 +189,7 @@ def _network_mount(
     return NetworkMount(names, path)
 
 
-def _known_keys(
+def check_known_keys(
     document: Document,
     entry: dict[Any, Any],
     at: FieldPath,

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from engine.documents import Document, FieldPath
 from engine.errors import ConfigIssue
-from engine.model_errors import did_you_mean
+from engine.mounts import check_known_keys
 
 GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 NODE_GROUP_KEYS = frozenset({"name", "nodes", "resources", "commands", "ports"})
@@ -74,7 +74,7 @@ def _parse_node_group(
     if not isinstance(entry, dict):
         issues.append(document.issue(at, "must be a mapping with nodes: and commands:", value=entry))
         return None
-    ok = _known_keys(document, entry, at, NODE_GROUP_KEYS, "a node group", issues)
+    ok = check_known_keys(document, entry, at, NODE_GROUP_KEYS, "a node group", issues)
 
     name = entry.get("name", str(index))
     if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
@@ -258,22 +258,3 @@ def _whole_number(value: Any) -> int | None:
         return _LAX_INT.validate_python(value)
     except ValidationError:
         return None
-
-
-def _known_keys(
-    document: Document,
-    entry: dict[Any, Any],
-    at: FieldPath,
-    allowed: frozenset[str],
-    kind: str,
-    issues: list[ConfigIssue],
-) -> bool:
-    unknown = [key for key in entry if key not in allowed]
-    for key in unknown:
-        hint = did_you_mean(str(key), allowed)
-        issues.append(
-            document.issue(
-                at + (str(key),), f"is not a field of {kind}", fix=hint or "Remove it.", key=True, show_value=False
-            )
-        )
-    return not unknown

@@ -133,7 +133,9 @@ def refresh(state: State, providers: ProviderSet) -> dict[str, VolumeFacts | Non
     facts: dict[str, VolumeFacts | None] = {}
     for kind, addresses in sorted(ids_by_kind.items()):
         regions = {volume_id: state.resources[address].get("region") for volume_id, address in addresses.items()}
-        provider = providers.by_kind(kind, _first_backend(state, addresses.values()))
+        # One call per provider kind; the backend only picks the settings the provider is made with.
+        first = next(iter(addresses.values()))
+        provider = providers.by_kind(kind, state.resources[first].get("backend"))
         found = provider.refresh_volumes(list(addresses), regions)
         for volume_id, address in addresses.items():
             facts[address] = found.get(volume_id)
@@ -196,13 +198,6 @@ def look_up_registrations(
         reported = providers.for_backend(backend).refresh_volumes(sorted(ids), ids)
         found.update({volume_id: reported.get(volume_id) for volume_id in ids})
     return found
-
-
-def _first_backend(state: State, addresses: object) -> str | None:
-    for address in addresses:  # type: ignore[attr-defined]
-        backend: str | None = state.resources[address].get("backend")
-        return backend
-    return None
 
 
 def _provider_header(project: Project, state: State | None, providers: ProviderSet) -> list[str]:

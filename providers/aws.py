@@ -29,10 +29,9 @@ from botocore.config import Config
 from botocore.exceptions import WaiterError
 from botocore.waiter import WaiterModel, create_waiter_with_client
 
-from engine.errors import ProviderError, UsageError, VolumeNotFound
-from engine.units import UnitError, parse_duration
+from engine.errors import ProviderError, VolumeNotFound
 from providers.aws_errors import aws_call
-from providers.aws_nodes import AwsNodes, NodeSettings
+from providers.aws_nodes import AwsNodes, NodeSettings, duration_option, invalid_option
 from providers.base import (
     Capabilities,
     MountSpec,
@@ -97,46 +96,27 @@ class AwsSettings:
         known = ("retry_mode", "max_attempts", "create_timeout", "poll_interval", "volume_type")
         unknown = sorted(str(key) for key in options if key not in known + NODE_OPTIONS)
         if unknown:
-            raise _invalid_option(unknown[0], options[unknown[0]], f"use one of: {', '.join(known + NODE_OPTIONS)}")
+            raise invalid_option(unknown[0], options[unknown[0]], f"use one of: {', '.join(known + NODE_OPTIONS)}")
 
         settings = cls()
         retry_mode = options.get("retry_mode", settings.retry_mode)
         if retry_mode not in RETRY_MODES:
-            raise _invalid_option("retry_mode", retry_mode, f"use one of: {', '.join(RETRY_MODES)}")
+            raise invalid_option("retry_mode", retry_mode, f"use one of: {', '.join(RETRY_MODES)}")
         volume_type = options.get("volume_type", settings.volume_type)
         if volume_type not in VOLUME_TYPES:
-            raise _invalid_option("volume_type", volume_type, f"use one of: {', '.join(VOLUME_TYPES)}")
+            raise invalid_option("volume_type", volume_type, f"use one of: {', '.join(VOLUME_TYPES)}")
         max_attempts = options.get("max_attempts", settings.max_attempts)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise _invalid_option("max_attempts", max_attempts, "use a whole number of 1 or more, such as 10")
+            raise invalid_option("max_attempts", max_attempts, "use a whole number of 1 or more, such as 10")
 
         return cls(
             retry_mode=retry_mode,
             max_attempts=max_attempts,
-            create_timeout=_duration_option(options, "create_timeout", settings.create_timeout),
-            poll_interval=_duration_option(options, "poll_interval", settings.poll_interval),
+            create_timeout=duration_option(options, "create_timeout", settings.create_timeout),
+            poll_interval=duration_option(options, "poll_interval", settings.poll_interval),
             volume_type=volume_type,
             nodes=NodeSettings.from_options(options),
         )
-
-
-def _duration_option(options: Mapping[str, Any], name: str, default: float) -> float:
-    if name not in options:
-        return default
-    try:
-        seconds = parse_duration(options[name], allow_off=False)
-    except UnitError as error:
-        raise _invalid_option(name, options[name], error.fix) from None
-    if seconds is None or seconds < 1:
-        raise _invalid_option(name, options[name], "use a duration of at least 1s, such as 5s or 10m")
-    return float(seconds)
-
-
-def _invalid_option(name: str, value: object, fix: str) -> UsageError:
-    return UsageError(
-        "Invalid AWS provider setting",
-        f"volplan.yml: providers.aws.{name}: {value!s} is not valid; {fix}.",
-    )
 
 
 def client_token(token: str) -> str:

@@ -84,12 +84,14 @@ class NodeSettings:
     def from_options(cls, options: Mapping[str, Any]) -> NodeSettings:
         texts = {name: _text_option(options, name) for name in ("ami", "ami_ssm_parameter", "instance_type")}
         if texts["ami"] and texts["ami_ssm_parameter"]:
-            raise _invalid("ami_ssm_parameter", options["ami_ssm_parameter"], "set either ami or ami_ssm_parameter")
+            raise invalid_option(
+                "ami_ssm_parameter", options["ami_ssm_parameter"], "set either ami or ami_ssm_parameter"
+            )
         groups = options.get("security_group_ids", [])
         if isinstance(groups, str):
             groups = [groups]
         if not isinstance(groups, list) or not all(isinstance(group, str) and group for group in groups):
-            raise _invalid("security_group_ids", groups, "use a list of security group ids, such as [sg-0abc]")
+            raise invalid_option("security_group_ids", groups, "use a list of security group ids, such as [sg-0abc]")
         defaults = cls()
         return cls(
             ami=texts["ami"],
@@ -98,8 +100,8 @@ class NodeSettings:
             subnet_id=_text_option(options, "subnet_id"),
             security_group_ids=tuple(groups),
             key_name=_text_option(options, "key_name"),
-            start_timeout=_seconds_option(options, "start_timeout", defaults.start_timeout),
-            attach_timeout=_seconds_option(options, "attach_timeout", defaults.attach_timeout),
+            start_timeout=duration_option(options, "start_timeout", defaults.start_timeout),
+            attach_timeout=duration_option(options, "attach_timeout", defaults.attach_timeout),
         )
 
 
@@ -108,23 +110,23 @@ def _text_option(options: Mapping[str, Any], name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise _invalid(name, value, "use a non-empty string")
+        raise invalid_option(name, value, "use a non-empty string")
     return value.strip()
 
 
-def _seconds_option(options: Mapping[str, Any], name: str, default: float) -> float:
+def duration_option(options: Mapping[str, Any], name: str, default: float) -> float:
     if name not in options:
         return default
     try:
         seconds = parse_duration(options[name], allow_off=False)
     except UnitError as error:
-        raise _invalid(name, options[name], error.fix) from None
+        raise invalid_option(name, options[name], error.fix) from None
     if seconds is None or seconds < 1:
-        raise _invalid(name, options[name], "use a duration of at least 1s, such as 5m")
+        raise invalid_option(name, options[name], "use a duration of at least 1s, such as 5s or 10m")
     return float(seconds)
 
 
-def _invalid(name: str, value: object, fix: str) -> UsageError:
+def invalid_option(name: str, value: object, fix: str) -> UsageError:
     return UsageError(
         "Invalid AWS provider setting", f"volplan.yml: providers.aws.{name}: {value!s} is not valid; {fix}."
     )
@@ -251,7 +253,7 @@ class AwsNodes:
             else:
                 _check_zone(volume, instance, mount)
                 device = _free_device(instance, mount)
-                # The tag comes first, so that the mount service knows the device when it appears.
+                # The tag comes first, so that the mount service can match the device when it appears.
                 self._tag_mount(region, mount, device, volume)
                 log.debug("attaching %s to %s as %s", volume_id, mount.node_id, device)
                 with aws_call("AttachVolume", volume_id, region):
@@ -273,7 +275,7 @@ class AwsNodes:
             log.debug("detach of %s from %s: still detaching", volume_id, mount.node_id)
             return False
 
-        # The tag goes first: its removal tells the mount service to unmount the file system.
+        # The tag goes first: its removal makes the mount service unmount the file system.
         self._untag_mount(region, mount, volume_id)
         if self._send_detach(region, mount, volume_id, str(attachment["Device"]), force):
             return True
@@ -282,7 +284,7 @@ class AwsNodes:
         return False
 
     def _send_detach(self, region: str, mount: MountSpec, volume_id: str, device: str, force: bool) -> bool:
-        """Send DetachVolume; return True when AWS answers that the volume is not attached."""
+        """Send DetachVolume; return True when AWS responds that the volume is not attached."""
         log.debug("detaching %s from %s (%s, force=%s)", volume_id, mount.node_id, device, force)
         with aws_call("DetachVolume", volume_id, region):
             try:
@@ -294,7 +296,7 @@ class AwsNodes:
                 code = str(error.response.get("Error", {}).get("Code"))
                 if code not in DETACHED_CODES:
                     raise
-                log.info("detach of %s from %s: AWS answered %s, so it is detached", volume_id, mount.node_id, code)
+                log.info("detach of %s from %s: AWS returned %s, so it is detached", volume_id, mount.node_id, code)
                 return True
         return False
 

@@ -18,7 +18,7 @@ the folder of a killed create from one still being filled by another process.
 
 Every path below the root is checked by `providers.local_paths.path_inside_root`: the provider
 makes no symbolic links for volumes, so any link found in a volume's path is rejected. A volume
-whose `volume.json` is damaged or is not where its id says is reported, never guessed at.
+whose `volume.json` is damaged, or is not in the folder its id names, is reported, never guessed at.
 """
 
 from __future__ import annotations
@@ -134,10 +134,10 @@ class LocalProvider(Provider):
             # Reporting the volume as gone would plan to create it again over its data.
             raise self._unreadable[volume_id]
         found = {}
-        for row in self._query("SELECT metadata FROM volumes"):
-            metadata = json.loads(row[0])
-            if metadata["id"] in wanted:
-                found[metadata["id"]] = self._current_facts(metadata)
+        for volume_id, text in self._query("SELECT id, metadata FROM volumes"):
+            # Only the state's volumes are parsed: the root may hold many other projects' volumes.
+            if volume_id in wanted:
+                found[volume_id] = self._current_facts(json.loads(text))
         log.debug("refreshed %d local volumes, %d found", len(wanted), len(found))
         return found
 
@@ -250,8 +250,8 @@ class LocalProvider(Provider):
                     "Volume in use", f"{volume_id} is attached to {', '.join(holders)}; detach it before deleting."
                 )
 
-            # Renaming first makes the volume disappear at once; removing the files can then fail
-            # or be interrupted without leaving a folder that looks like a live volume.
+            # Renaming first makes the volume disappear at once. Removing its files can then fail
+            # or be interrupted, and no folder that looks like a live volume is left behind.
             trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
             log.debug("deleting local volume %s", volume_id)
             os.rename(folder, trash)
@@ -393,8 +393,8 @@ class LocalProvider(Provider):
         return [metadata["id"] for metadata in (json.loads(row[0]) for row in rows) if metadata.get("attachments")]
 
     def _volume_facts(self, metadata: dict[str, Any]) -> VolumeFacts:
-        """The volume's facts, attached only to the nodes that hold a link to it: an attach or
-        detach killed half way leaves a claim in volume.json that no node backs."""
+        """Return the volume's facts, attached only to the nodes that have a link to it, because an
+        attach or detach killed half way leaves a claim in volume.json that no node backs."""
         if metadata.get("attachments"):
             metadata = dict(metadata, attachments=self.nodes.live_holders(metadata["id"], metadata["attachments"]))
         return _facts(metadata)
