@@ -1,6 +1,6 @@
 """Drift: what changed outside volplan, found by comparing state records with provider facts.
 
-Pure: no files, no providers. The refresh results come in as data, and the result says both
+Pure: no files, no providers. The refresh results come in as data, and the result gives both
 what differs and what `volplan refresh` would write for each address.
 
 Records and the facts they are compared with:
@@ -40,7 +40,7 @@ class Drift:
     address: str
     kind: DriftKind
     resource_id: str | None
-    # What the state records and what the provider reports, for the field that differs.
+    # The recorded and the reported value of the field that differs.
     expected: Any
     actual: Any
     # The record `volplan refresh` writes at this address; None removes the address.
@@ -58,7 +58,7 @@ class Drift:
 
 @dataclass(frozen=True)
 class ProviderFacts:
-    """What a refresh learned, by state address. Addresses that were not refreshed are absent."""
+    """The refresh results, by state address. Addresses that were not refreshed are absent."""
 
     # None: the provider no longer has the volume.
     volumes: Mapping[str, VolumeFacts | None]
@@ -67,7 +67,7 @@ class ProviderFacts:
 
 
 def find_drift(state: State, facts: ProviderFacts) -> list[Drift]:
-    """Every difference between `state` and `facts`, sorted by address and kind."""
+    """Return every difference between `state` and `facts`, sorted by address and kind."""
     found: list[Drift] = []
     expected_attachments = _expected_attachments(state.resources)
     volume_addresses = {
@@ -88,7 +88,7 @@ def find_drift(state: State, facts: ProviderFacts) -> list[Drift]:
 
 
 def refreshed_state(state: State, drift: list[Drift]) -> State:
-    """A copy of `state` holding the refreshed facts: what `volplan refresh` writes."""
+    """Return a copy of `state` with the refreshed facts, which is what `volplan refresh` writes."""
     refreshed = state.copy()
     for item in drift:
         if item.refreshed is None:
@@ -144,7 +144,7 @@ def _mount_drift(
 
 
 def _expected_attachments(resources: Mapping[str, Record]) -> dict[str, set[str]]:
-    """The instances that each volume id is attached to, according to the state's mounts."""
+    """Map each volume id to the instances it is attached to, according to the state's mounts."""
     expected: dict[str, set[str]] = {}
     for record in resources.values():
         if record.get("kind") != "mount":

@@ -3,7 +3,7 @@
 A volume's address is `volume.<name>`, so renaming it in its file looks like one volume going
 and another coming, and the delete would destroy the data. A `moved:` entry
 (`from: volume.data`, `to: volume.dataset`) declares that the recorded volume now has the new
-address. Before the diff, `apply_moves` moves its record there, so the planner sees a recorded
+address. Before the diff, `apply_moves` moves its record there, so the planner finds a recorded
 volume whose name differs from its configuration: an update at the new address. `mark_renames`
 then sets the change's `previous_address`, and the executor moves the state record and renames
 the volume at its provider.

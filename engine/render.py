@@ -25,7 +25,7 @@ def no_paint(text: str, role: str) -> str:
     return text
 
 
-# How each action reads for people: symbol, verb phrase, colour role.
+# The wording of each action for people: symbol, verb phrase, colour role.
 _WORDS: dict[Action, tuple[str, str, str]] = {
     Action.CREATE: ("+", "will be created", "create"),
     Action.REGISTER: (
@@ -43,7 +43,7 @@ _WORDS: dict[Action, tuple[str, str, str]] = {
     ),
 }
 
-# How a node's or a mount's action reads for people, where it differs from a volume's.
+# The wording of a node's or a mount's action for people, where it differs from a volume's.
 _RUN_PHRASES: dict[tuple[str, Action], str] = {
     ("run", Action.CREATE): "will be placed",
     ("run", Action.DELETE): "will be removed from the state",

@@ -59,7 +59,7 @@ class RunConfiguration:
     node_groups: tuple[NodeGroup, ...] = ()
 
     def node_ranks(self) -> range:
-        """The `dstack.node_rank` values the run's mounts are rendered for."""
+        """Return the `dstack.node_rank` values that the run's mounts are rendered for."""
         return range(self.nodes) if self.type == "task" else range(1)
 
 
@@ -190,6 +190,6 @@ def _check_required(document: Document, data: dict[str, Any], kind: str, issues:
 
 
 def _missing(document: Document, key: str, problem: str, fix: str) -> ConfigIssue:
-    """An issue for a missing key, located at the file's `type:` line."""
+    """Return an issue for a missing key, located at the file's `type:` line."""
     line, column = document.position(("type",), key=True)
     return ConfigIssue(document.path, line, column, key, None, f"is missing: {problem}", fix)

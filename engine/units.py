@@ -23,7 +23,7 @@ MAX_SIZE_GB = 1024 * 1024
 
 
 class UnitError(ValueError):
-    """A size or duration that does not parse; `fix` tells what to write instead."""
+    """A size or duration that does not parse; `fix` is what to write instead."""
 
     def __init__(self, problem: str, fix: str) -> None:
         super().__init__(problem)

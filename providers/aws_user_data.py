@@ -135,7 +135,7 @@ def user_data() -> str:
 
 
 def mount_tag(device: str, volume_id: str, format_if_empty: bool, path: str) -> dict[str, str]:
-    """Return the instance tag that tells the mount service what to do with `device`."""
+    """Return the instance tag that instructs the mount service what to do with `device`."""
     mode = FORMAT if format_if_empty else KEEP
     return {"Key": MOUNT_TAG_PREFIX + device.removeprefix("/dev/"), "Value": f"{volume_id} {mode} {path}"}
 

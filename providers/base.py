@@ -22,7 +22,7 @@ from engine.errors import ProviderError
 
 @dataclass(frozen=True)
 class VolumeSpec:
-    """What a create needs to know about a volume."""
+    """The fields a create needs for a volume."""
 
     address: str
     name: str
@@ -160,7 +160,7 @@ class Provider(ABC):
 
     @abstractmethod
     def describe(self) -> str:
-        """One line for the plan header, such as 'local provider at /home/me/.local/share/volplan'."""
+        """Return one line for the plan header, such as 'local provider at /home/me/.local/share/volplan'."""
 
     @abstractmethod
     def capabilities(self, backend: str) -> Capabilities: ...
@@ -211,7 +211,7 @@ class Provider(ABC):
     def stop_node(self, node_id: str, region: str | None = None) -> None:
         """Stop a node and release it; a node that is already gone counts as stopped.
 
-        Unless the backend's capabilities say `stop_releases_volumes`, the caller detaches the
+        Unless the backend's capabilities set `stop_releases_volumes`, the caller detaches the
         node's volumes first, and a provider may reject a stop while volumes are attached.
         """
         raise self._no_nodes("stop nodes")

@@ -144,8 +144,8 @@ class LocalNodes:
                     )
                 )
 
-            # As with volumes, the rename makes the node disappear at once; removing the files
-            # can then fail without leaving a folder that looks like a live node.
+            # As with volumes, the rename makes the node disappear at once. Removing its files can
+            # then fail, and no folder that looks like a live node is left behind.
             trash = self.folder / f".trash-{uuid.uuid4().hex}"
             log.debug("stopping local node %s", node_id)
             os.rename(self._node_folder(node_id), trash)

@@ -36,7 +36,7 @@ DEFAULT_PROVIDER = "local"
 
 @dataclass(frozen=True)
 class Migration:
-    """What an upgrade changed in memory, for the plan's warnings and the dated backup."""
+    """The changes an upgrade made in memory, for the plan's warnings and the dated backup."""
 
     from_version: int
     filled: tuple[str, ...] = ()
@@ -51,7 +51,7 @@ class Migration:
 def read_version(data: Document, origin: str, restore: Callable[[], str]) -> int:
     """Read and check the version; reject a version newer than this volplan's.
 
-    `restore` returns the sentence that says where to restore a damaged file from.
+    `restore` returns the sentence that names where to restore a damaged file from.
     """
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):

@@ -79,7 +79,8 @@ def test_apply_sweeps_what_killed_node_calls_left(provider: LocalProvider) -> No
     removed = provider.remove_leftovers()
 
     assert any(line.startswith("removed 1 temporary folder(s) of interrupted node starts") for line in removed)
-    assert not (nodes / ".tmp-0123").exists() and not (nodes / ".trash-4567").exists()
+    assert not (nodes / ".tmp-0123").exists()
+    assert not (nodes / ".trash-4567").exists()
     assert not (nodes / ".tokens" / "feed").exists()
     assert attachments(provider, volume_id) == [node_id]
     assert attachments(provider, other_id) == []
@@ -112,7 +113,8 @@ def test_kill_after_attach_adopts_mount_then_moves_it(project: Path, local_root:
     assert wait_for(log, re.compile(rb"mount\[/workspace/data\]: Attaching"), process, timeout=30)
     deadline = time.monotonic() + 30
     while not any(link.is_symlink() for link in (local_root / "nodes").glob("i-*/root/workspace/data")):
-        assert process.poll() is None and time.monotonic() < deadline
+        assert process.poll() is None
+        assert time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
