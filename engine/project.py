@@ -17,6 +17,7 @@ from engine.errors import ConfigError, ConfigIssue, UsageError
 from engine.run_config import RunConfiguration
 from engine.state_settings import StateSettings, read_state_settings
 from providers.registry import PROVIDER_KINDS
+from state.files import read_bounded
 
 CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
 SETTINGS_FILE = "volplan.yml"
@@ -205,7 +206,7 @@ def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]
         with os.fdopen(descriptor, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 return b"", _read_issue(file, "is not a regular file", "Replace it with a YAML file.")
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            raw = read_bounded(handle, MAX_FILE_BYTES)
     except OSError as error:
         return b"", _read_issue(file, f"cannot be read ({error.strerror or type(error).__name__})", "")
     except RuntimeError:

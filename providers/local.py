@@ -55,6 +55,7 @@ from providers.base import (
 )
 from providers.local_nodes import HOLD_DETACH_MARKER, LocalNodes
 from providers.local_paths import RecordedLinks, path_inside_root
+from state.files import read_bounded
 from state.store import FILE_MODE, fsync_directory
 
 log = logging.getLogger(__name__)
@@ -242,8 +243,9 @@ class LocalProvider(Provider):
         if metadata.get("attachments") and self.nodes.has_vanished(metadata["attachments"]):
             # Outside the nodes lock below: the release takes that lock itself.
             self.nodes.release_vanished(volume_id)
-        # Under the nodes lock no attach is half done, so the live holders are exact.
-        with self.nodes.locked():
+        # Under the nodes lock no attach is half done, so the live holders are exact. The delete
+        # changes no node: an interrupted one leaves only a trash folder, which the root's sweep finds.
+        with self.nodes.locked(changes=False):
             holders = self.nodes.live_holders(volume_id, metadata.get("attachments") or [])
             if holders:
                 raise ProviderError(
@@ -404,7 +406,7 @@ class LocalProvider(Provider):
         path = self.path(f"{volume_id}/{METADATA}")
         try:
             with open(path, "rb", opener=_open_regular) as handle:
-                raw = handle.read(_MAX_METADATA_BYTES + 1)
+                raw = read_bounded(handle, _MAX_METADATA_BYTES)
         except FileNotFoundError:
             return None
         except OSError as error:

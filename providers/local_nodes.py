@@ -10,10 +10,13 @@ Layout under the local provider's root:
     nodes/.tmp-<uuid>/           a node being started; renamed into place when complete
     nodes/.trash-<uuid>/         a stopped node whose files are being removed
     nodes/.tokens/<token>        the id of the node that a start with this idempotency token made
+    nodes/.clean                 present while no change under this folder was cut short
 
 A killed start can leave a `.tmp-` folder and a token marker whose node never appeared. A
 killed stop can leave a `.trash-` folder and the stopped node's marker. `sweep_leftovers`
-finds them, and removes them when apply starts.
+finds them, and removes them when apply starts. Every change takes the nodes lock, removes
+`.clean` before its first write and puts it back after its last, so a sweep that finds the
+marker under the lock knows that nothing was left half done and reads no node at all.
 
 A network mount is a symbolic link from the node's root tree to the volume's `data/` folder,
 so a file written through the mount lands in the volume. An instance mount links to the
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 NODE_ID = re.compile(r"^i-[0-9a-f]{17}$")
 NODE_METADATA = "node.json"
 HOLD_DETACH_MARKER = "hold-detach"
+CLEAN_MARKER = ".clean"
 
 # Reads and writes a volume's metadata by id; supplied by the local provider.
 MetadataReader = Callable[[str], "dict[str, Any] | None"]
@@ -89,6 +93,8 @@ class LocalNodes:
         self._capabilities = capabilities
         self._claimed_volumes = claimed_volumes
         self._thread_lock = threading.Lock()
+        # Node metadata by id, with the identity of the file it was read from; see _peek.
+        self._cache: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
 
     # Nodes
 
@@ -160,7 +166,7 @@ class LocalNodes:
         for node_id in set(node_ids):
             if not NODE_ID.match(node_id):
                 continue
-            metadata = self._read(node_id)
+            metadata = self._peek(node_id)
             if metadata is not None:
                 found[node_id] = _facts(metadata, self._link_intact(node_id, metadata))
         log.debug("refreshed %d local nodes, %d found", len(set(node_ids)), len(found))
@@ -182,7 +188,9 @@ class LocalNodes:
         """
         if not (self.folder / ".lock").exists():
             return []
-        with self.locked():
+        with self.locked(changes=False):
+            if self._is_clean():
+                return []
             staging, trash = [], []
             for entry in sorted(os.scandir(self.folder), key=lambda entry: entry.name):
                 if entry.is_dir(follow_symlinks=False) and entry.name.startswith(".tmp-"):
@@ -199,6 +207,7 @@ class LocalNodes:
                     marker.unlink(missing_ok=True)
                 if staging or trash or markers:
                     fsync_directory(self.folder)
+                self._mark_clean()
                 if staging or trash or markers or records or claims:
                     log.info(
                         "removed %d temporary and %d trash folders, %d token markers, %d mount records "
@@ -222,9 +231,12 @@ class LocalNodes:
             stale = sorted(set(metadata["mounts"]) - self._link_intact(node_id, metadata))
             count += len(stale)
             if remove and stale:
+                # A copy of its own: the cached metadata stays as the file is until the write.
+                private = self._read(node_id)
+                assert private is not None
                 for path in stale:
-                    self._remove_link(node_id, metadata, path)
-                self._write(node_id, metadata)
+                    self._remove_link(node_id, private, path)
+                self._write(node_id, private)
         return count
 
     def _stale_claims(self, *, remove: bool) -> int:
@@ -414,7 +426,7 @@ class LocalNodes:
             if not NODE_ID.match(node_id):
                 live.append(node_id)
                 continue
-            metadata = self._read(node_id)
+            metadata = self._peek(node_id)
             if metadata is None:
                 continue
             intact = self._link_intact(node_id, metadata)
@@ -434,7 +446,7 @@ class LocalNodes:
 
     def _vanished(self, node_id: str) -> bool:
         # Only a well-formed id can name a local node; anything else is left for a person to read.
-        return bool(NODE_ID.match(node_id)) and not (self.folder / node_id / NODE_METADATA).exists()
+        return bool(NODE_ID.match(node_id)) and not os.path.exists(os.path.join(self.folder, node_id, NODE_METADATA))
 
     def _release_volume(self, mount: MountSpec) -> None:
         if mount.volume_id is None:
@@ -515,17 +527,46 @@ class LocalNodes:
         fsync_directory(self.folder)
 
     def _read(self, node_id: str) -> dict[str, Any] | None:
+        """Read a node's metadata into a dict of the caller's own, to change and write back."""
+        found = self._read_with_key(node_id)
+        return found[1] if found else None
+
+    def _peek(self, node_id: str) -> dict[str, Any] | None:
+        """Return a node's metadata for reading only, from the cache while the file is unchanged.
+
+        Refresh, the live holders of every attached volume and the sweep each look at every
+        node; with the cache, one command parses each node.json once and only stats it after.
+        """
         _check_node_id(node_id)
-        # A string path: refresh reads every node's metadata, and a Path per node costs more.
+        # String paths: these run once per node, and a Path per node costs more.
+        path = os.path.join(self.folder, node_id, NODE_METADATA)
+        cached = self._cache.get(node_id)
+        if cached is not None:
+            try:
+                if _file_key(os.stat(path)) == cached[0]:
+                    return cached[1]
+            except FileNotFoundError:
+                self._cache.pop(node_id, None)
+                return None
+        found = self._read_with_key(node_id)
+        if found is None:
+            self._cache.pop(node_id, None)
+            return None
+        self._cache[node_id] = found
+        return found[1]
+
+    def _read_with_key(self, node_id: str) -> tuple[tuple[int, ...], dict[str, Any]] | None:
+        _check_node_id(node_id)
         path = os.path.join(self.folder, node_id, NODE_METADATA)
         try:
             with open(path, "rb") as handle:
+                key = _file_key(os.fstat(handle.fileno()))
                 data: dict[str, Any] = json.loads(handle.read())
         except FileNotFoundError:
             return None
         except ValueError as error:
             raise ProviderError("Damaged local node", f"{path} is not valid JSON ({error}).") from None
-        return data
+        return key, data
 
     def _require(self, node_id: str) -> dict[str, Any]:
         metadata = self._read(node_id)
@@ -547,20 +588,44 @@ class LocalNodes:
             return
         for entry in entries:
             if NODE_ID.match(entry.name) and not entry.is_symlink():
-                metadata = self._read(entry.name)
+                metadata = self._peek(entry.name)
                 if metadata is not None:
                     yield metadata
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, *, changes: bool = True) -> Iterator[None]:
+        """Hold the nodes lock, for this process's threads and for other processes.
+
+        With `changes`, the clean marker is removed before the body runs and put back only
+        when the body returns, so a body cut short by a kill or an error leaves it missing.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._thread_lock:
             descriptor = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
+                if changes:
+                    self._mark_busy()
                 yield
+                if changes:
+                    self._mark_clean()
             finally:
                 os.close(descriptor)
+
+    def _is_clean(self) -> bool:
+        return os.path.isfile(self.folder / CLEAN_MARKER)
+
+    def _mark_busy(self) -> None:
+        try:
+            os.unlink(self.folder / CLEAN_MARKER)
+        except FileNotFoundError:
+            return
+        # Durable before the change's first write, or a crash could keep the marker over a half-done change.
+        fsync_directory(self.folder)
+
+    def _mark_clean(self) -> None:
+        # Not synced: a marker lost in a crash only costs the next sweep a full read.
+        os.close(os.open(self.folder / CLEAN_MARKER, os.O_WRONLY | os.O_CREAT, FILE_MODE))
 
 
 def _same_source(recorded: dict[str, Any], mount: MountSpec) -> bool:
@@ -643,6 +708,11 @@ def _now() -> str:
 def _check_node_id(node_id: str) -> None:
     if not NODE_ID.match(node_id):
         raise ProviderError("Node not found", f"{node_id} is not a local node id; local ids are i- and 17 hex digits.")
+
+
+def _file_key(found: os.stat_result) -> tuple[int, ...]:
+    """What tells one version of a file from the next: writes replace the file, so its inode changes."""
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 def _links_to(link: str, target: str) -> bool:

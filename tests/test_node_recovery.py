@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from pytest import MonkeyPatch
+
 from providers.base import MountSpec
 from providers.local import METADATA, LocalProvider
 from tests.conftest import run_process, write
@@ -65,6 +68,8 @@ def test_apply_sweeps_what_killed_node_calls_left(provider: LocalProvider) -> No
     metadata = json.loads((provider.root / volume_id / METADATA).read_text())
     (provider.root / volume_id / METADATA).write_text(json.dumps(dict(metadata, attachments=[])))
     provider.nodes.root_path(node_id, "/other").unlink()
+    # Killed calls never put back the marker that says no change was cut short.
+    (nodes / ".clean").unlink()
     before = sorted(str(path) for path in nodes.rglob("*"))
 
     found = provider.find_leftovers()
@@ -85,6 +90,37 @@ def test_apply_sweeps_what_killed_node_calls_left(provider: LocalProvider) -> No
     assert attachments(provider, volume_id) == [node_id]
     assert attachments(provider, other_id) == []
     assert list(json.loads((nodes / node_id / "node.json").read_text())["mounts"]) == ["/data"]
+    assert provider.find_leftovers() == []
+
+
+def test_sweep_reads_no_node_after_changes_that_finished(provider: LocalProvider) -> None:
+    volume_id = make_volume(provider, "data")
+    node_id = make_node(provider, 0)
+    provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id))
+    # Damage no volplan call makes: with the clean marker present, the sweep does not look.
+    (provider.root / "nodes" / node_id / "node.json").write_text("not JSON")
+
+    assert provider.find_leftovers() == []
+    assert provider.remove_leftovers() == []
+
+
+def test_change_cut_short_leaves_the_sweep_to_look(provider: LocalProvider, monkeypatch: MonkeyPatch) -> None:
+    volume_id = make_volume(provider, "data")
+    node_id = make_node(provider, 0)
+
+    # A full disk cannot be set up here: the link call fails as it would on one.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("providers.local_nodes.os.symlink", refuse)
+    with pytest.raises(OSError):
+        provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id))
+    monkeypatch.undo()
+
+    assert not (provider.root / "nodes" / ".clean").exists()
+    assert any("1 mount record(s) without their link" in line for line in provider.find_leftovers())
+    provider.remove_leftovers()
+    assert (provider.root / "nodes" / ".clean").exists()
     assert provider.find_leftovers() == []
 
 
