@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from engine.actions import Change
 from engine.errors import VolplanError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,8 @@ def _release_successors(
 def _skip_dependents(
     graph: nx.DiGraph, address: str, outcome: dict[str, StepResult], by_address: dict[str, Change], events: Events
 ) -> None:
+    import networkx as nx  # only a failed step needs it; see engine.planner.build_graph
+
     for dependent in sorted(nx.descendants(graph, address)):
         if dependent in outcome:
             continue

@@ -37,7 +37,8 @@ def plan_changes(source: PlanInput) -> Plan:
     # shrink, a region change without --allow-replace) still stops a targeted plan.
     check_known(source.targets, "--target", known)
     check_known(source.excludes, "--exclude", known)
-    plan = narrow(plan, build_graph(plan), source.targets, source.excludes)
+    if source.targets or source.excludes:
+        plan = narrow(plan, build_graph(plan), source.targets, source.excludes)
 
     check_protected(plan, source.project.settings)
     plan.warnings.extend(_unmatched_settings(source, known))

@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from engine.actions import Action, Change, Plan, Record
 from engine.errors import PlanError
@@ -20,6 +19,9 @@ from engine.units import format_size
 from providers.base import Capabilities, NodeFacts, VolumeFacts
 from providers.local import local_capabilities
 from state.model import State
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Fields a provider reports; compared after a refresh.
 _PROVIDER_FIELDS = ("size_gb", "tags")
@@ -398,6 +400,10 @@ def _changed(before: Record, after: Record) -> tuple[str, ...]:
 
 def build_graph(plan: Plan) -> nx.DiGraph:
     """Build the dependency graph of the plan's actionable changes; raise PlanError on a cycle."""
+    # Imported here: loading networkx takes longer than a whole small plan, and a plan
+    # without changes never needs it.
+    import networkx as nx
+
     graph: nx.DiGraph = nx.DiGraph()
     for change in plan.actionable:
         graph.add_node(change.address, change=change)
@@ -412,9 +418,14 @@ def build_graph(plan: Plan) -> nx.DiGraph:
 
 def _order(plan: Plan) -> None:
     """Sort changes into a stable execution order that respects every edge."""
+    no_ops = sorted((c for c in plan.changes if not c.action.is_change), key=lambda c: c.address)
+    if len(no_ops) == len(plan.changes) and not plan.edges:
+        plan.changes = no_ops
+        return
+    import networkx as nx
+
     graph = build_graph(plan)
     by_address = {change.address: change for change in plan.changes}
     rank = {c.address: f"{_ACTION_RANK[c.action]}:{c.address}" for c in plan.changes}
     ordered = list(nx.lexicographical_topological_sort(graph, key=lambda address: rank[address]))
-    no_ops = sorted((c for c in plan.changes if not c.action.is_change), key=lambda c: c.address)
     plan.changes = [by_address[address] for address in ordered] + no_ops

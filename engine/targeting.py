@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from engine.actions import Plan
 from engine.errors import UsageError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # volume.NAME or run.NAME, optionally followed by .node[RANK] and .mount[PATH].
 _ADDRESS = re.compile(r"^(volume|run)\.\S+$")
@@ -81,6 +83,8 @@ def narrow(plan: Plan, graph: nx.DiGraph, targets: tuple[str, ...], excludes: tu
 
 
 def _dependencies(graph: nx.DiGraph, addresses: set[str]) -> set[str]:
+    import networkx as nx  # loaded only when targets narrow a plan; see engine.planner.build_graph
+
     found: set[str] = set()
     for address in addresses:
         if address in graph:
@@ -89,6 +93,8 @@ def _dependencies(graph: nx.DiGraph, addresses: set[str]) -> set[str]:
 
 
 def _dependents(graph: nx.DiGraph, addresses: set[str]) -> set[str]:
+    import networkx as nx
+
     found: set[str] = set()
     for address in addresses:
         if address in graph:

@@ -11,9 +11,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from engine import recovery
 from engine.actions import Plan, Record
@@ -32,6 +32,9 @@ from state.journal import Intent, JournalContents, fold_results
 from state.migrations import STATE_VERSION, decide_external
 from state.model import State
 from state.storage import JournalWriter, StateStore, StateWriteError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,6 @@ class Prepared:
 
     state: State | None
     plan: Plan
-    graph: nx.DiGraph
     # What recovery found: journal results, adopted volumes, provider leftovers. For people.
     recovered: list[str] = field(default_factory=list)
     journal: JournalContents | None = None
@@ -73,6 +75,11 @@ class Prepared:
     # The state as read from disk, before the journal or the upgrade changed anything. A saved
     # plan is bound to these records because apply FILE compares them with the file it reads.
     read_state: State | None = None
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The plan's dependency graph, built when first asked for: a plan without changes needs none."""
+        return build_graph(self.plan)
 
 
 @dataclass
@@ -120,7 +127,7 @@ def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Pre
     plan.warnings[:0] = upgrade_notes
     node_presence = {address: found is not None for address, found in node_facts.items()}
     drift = find_drift(state, ProviderFacts(volumes=facts, nodes=node_presence)) if state else []
-    return Prepared(state, plan, build_graph(plan), recovered, journal, drift, read_state)
+    return Prepared(state, plan, recovered, journal, drift, read_state)
 
 
 def refresh(state: State, providers: ProviderSet) -> dict[str, VolumeFacts | None]:
@@ -278,7 +285,7 @@ def apply_saved(
                 "when it was made: run volplan plan --out again, review it, and apply the new file.",
             )
 
-        prepared = Prepared(state, saved.plan, build_graph(saved.plan))
+        prepared = Prepared(state, saved.plan)
         outcome = ApplyOutcome(prepared)
         if not saved.plan.actionable:
             return outcome

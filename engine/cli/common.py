@@ -225,3 +225,9 @@ def require_terminal(allow_input: bool, command: str) -> None:
             "Approval needed",
             f"standard input is not a terminal, so volplan cannot ask; add --auto-approve (or -y) to {command} without a prompt.",
         )
+
+
+def describe_failure(error: BaseException | None) -> str:
+    if isinstance(error, VolplanError):
+        return f"{error.title}: {error.detail}" if error.detail else error.title
+    return f"internal error ({type(error).__name__}); run with -vv for the traceback"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import networkx as nx
 
 from engine.actions import Action, Change, Plan
 from engine.cli.common import GlobalOptions, file_option, load, make_workspace, refresh_option, replace_option
 from engine.errors import UsageError, VolplanError
 from engine.workflow import PlanOptions, prepare
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Output file suffixes that Graphviz's dot draws; any other suffix gets the text itself.
 IMAGE_FORMATS = ("svg", "png", "pdf")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -22,6 +22,7 @@ from engine.cli.common import (
     GlobalOptions,
     Output,
     color_enabled,
+    describe_failure,
     file_option,
     load,
     load_project_settings,
@@ -33,7 +34,6 @@ from engine.cli.common import (
     target_options,
     terraform_plan_options,
 )
-from engine.cli.progress import ApplyProgress, describe_failure
 from engine.cli.prompts import ask
 from engine.cli.tables import render_table, volume_rows
 from engine.errors import UsageError
@@ -49,6 +49,9 @@ from engine.render import (
 from engine.render_markdown import render_markdown
 from engine.run_planner import RunScope
 from engine.workflow import ApplyOutcome, PlanOptions, Prepared, apply, apply_saved, plan_only
+
+if TYPE_CHECKING:
+    from engine.cli.progress import ApplyProgress
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -428,7 +431,7 @@ def run_apply(
     output = Output(color_enabled(options))
     dstack_style = bool(project.selected_files) if dstack_style is None else dstack_style
     interrupts = _Interrupts()
-    progress = ApplyProgress.for_options(options)
+    progress = _apply_progress(options)
 
     def report_recovery(prepared: Prepared) -> None:
         if prepared.recovered:
@@ -477,7 +480,7 @@ def _run_saved(options: GlobalOptions, path: Path, flags: ApplyFlags) -> int:
     output = Output(color_enabled(options))
     # A saved plan is applied without a question, so its steps may start at once.
     interrupts = _Interrupts(executing=True)
-    progress = ApplyProgress.for_options(options)
+    progress = _apply_progress(options)
     progress.expect(len(saved.plan.actionable))
     with _handling(interrupts), progress:
         outcome = apply_saved(
@@ -491,6 +494,13 @@ def _run_saved(options: GlobalOptions, path: Path, flags: ApplyFlags) -> int:
             on_lock=_lock_note(output),
         )
     return _finish(outcome, output, interrupts.received, progress.elapsed, dstack_style=False)
+
+
+def _apply_progress(options: GlobalOptions) -> ApplyProgress:
+    # Imported here: rich takes longer to load than a small plan, and only apply shows progress.
+    from engine.cli.progress import ApplyProgress
+
+    return ApplyProgress.for_options(options)
 
 
 def _lock_note(output: Output) -> Callable[[object], None]:

@@ -23,8 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.actions import SUMMARY_ORDER, Action, Change
-from engine.cli.common import GlobalOptions, color_enabled
-from engine.errors import VolplanError
+from engine.cli.common import GlobalOptions, color_enabled, describe_failure
 from engine.executor import Events, StepResult, StepStatus
 from engine.render import progress_words
 
@@ -63,12 +62,6 @@ def format_elapsed(seconds: float) -> str:
         return f"{seconds:.0f}s"
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes}m{rest:02d}s"
-
-
-def describe_failure(error: BaseException | None) -> str:
-    if isinstance(error, VolplanError):
-        return f"{error.title}: {error.detail}" if error.detail else error.title
-    return f"internal error ({type(error).__name__}); run with -vv for the traceback"
 
 
 @dataclass
