@@ -265,10 +265,14 @@ class LocalProvider(Provider):
     def _current_facts(self, metadata: dict[str, Any]) -> VolumeFacts:
         """Release the volume from nodes removed outside volplan, as a terminated instance would,
         and report only the holders that a node still backs."""
-        attachments = metadata.get("attachments") or []
-        if attachments and self.nodes.has_vanished(attachments):
+        attachments = metadata.get("attachments")
+        if not attachments:
+            return _facts(metadata)
+        live, vanished = self.nodes.sort_claims(metadata["id"], attachments)
+        if vanished:
             metadata = self.nodes.release_vanished(metadata["id"]) or metadata
-        return self._volume_facts(metadata)
+            live = self.nodes.live_holders(metadata["id"], metadata.get("attachments") or [])
+        return _facts(dict(metadata, attachments=live))
 
     # Nodes and mounts (simulated instance hosts)
 

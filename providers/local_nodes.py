@@ -87,6 +87,7 @@ class LocalNodes:
     ) -> None:
         self.root = root
         self.folder = root / "nodes"
+        self._folder_text = str(self.folder)
         self._read_volume = read_volume
         self._write_volume = write_volume
         self._volume_data = volume_data
@@ -421,18 +422,24 @@ class LocalNodes:
         folder is a node that is gone. An id that is not a local node id stands for an
         attachment made by another tool, and holds.
         """
-        live = []
+        return self.sort_claims(volume_id, claims)[0]
+
+    def sort_claims(self, volume_id: str, claims: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Split `claims` into the nodes that hold the volume (see live_holders) and the local
+        nodes that vanished, reading each node once."""
+        live, vanished = [], []
         for node_id in claims:
             if not NODE_ID.match(node_id):
                 live.append(node_id)
                 continue
             metadata = self._peek(node_id)
             if metadata is None:
+                vanished.append(node_id)
                 continue
-            intact = self._link_intact(node_id, metadata)
-            if any(m.get("volume_id") == volume_id and p in intact for p, m in metadata["mounts"].items()):
+            mounts = metadata["mounts"]
+            if any(m.get("volume_id") == volume_id and _links_to(m["link"], m["target"]) for m in mounts.values()):
                 live.append(node_id)
-        return live
+        return live, vanished
 
     def _drop_vanished(self, volume_id: str, volume: dict[str, Any]) -> None:
         """Drop attachments to vanished nodes from `volume` and write it; the caller holds the lock."""
@@ -528,7 +535,8 @@ class LocalNodes:
 
     def _read(self, node_id: str) -> dict[str, Any] | None:
         """Read a node's metadata into a dict of the caller's own, to change and write back."""
-        found = self._read_with_key(node_id)
+        _check_node_id(node_id)
+        found = self._read_with_key(f"{self._folder_text}/{node_id}/{NODE_METADATA}")
         return found[1] if found else None
 
     def _peek(self, node_id: str) -> dict[str, Any] | None:
@@ -539,7 +547,7 @@ class LocalNodes:
         """
         _check_node_id(node_id)
         # String paths: these run once per node, and a Path per node costs more.
-        path = os.path.join(self.folder, node_id, NODE_METADATA)
+        path = f"{self._folder_text}/{node_id}/{NODE_METADATA}"
         cached = self._cache.get(node_id)
         if cached is not None:
             try:
@@ -548,25 +556,31 @@ class LocalNodes:
             except FileNotFoundError:
                 self._cache.pop(node_id, None)
                 return None
-        found = self._read_with_key(node_id)
+        found = self._read_with_key(path)
         if found is None:
             self._cache.pop(node_id, None)
             return None
         self._cache[node_id] = found
         return found[1]
 
-    def _read_with_key(self, node_id: str) -> tuple[tuple[int, ...], dict[str, Any]] | None:
-        _check_node_id(node_id)
-        path = os.path.join(self.folder, node_id, NODE_METADATA)
+    def _read_with_key(self, path: str) -> tuple[tuple[int, ...], dict[str, Any]] | None:
+        # os.open and os.read: a buffered file object per node costs more than the read itself.
         try:
-            with open(path, "rb") as handle:
-                key = _file_key(os.fstat(handle.fileno()))
-                data: dict[str, Any] = json.loads(handle.read())
+            descriptor = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            found = os.fstat(descriptor)
+            chunks = [os.read(descriptor, found.st_size + 1)]
+            while chunks[-1]:
+                chunks.append(os.read(descriptor, 1 << 16))
+        finally:
+            os.close(descriptor)
+        try:
+            data: dict[str, Any] = json.loads(b"".join(chunks))
         except ValueError as error:
             raise ProviderError("Damaged local node", f"{path} is not valid JSON ({error}).") from None
-        return key, data
+        return _file_key(found), data
 
     def _require(self, node_id: str) -> dict[str, Any]:
         metadata = self._read(node_id)
