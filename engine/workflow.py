@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from engine import recovery
 from engine.actions import Plan, Record
+from engine.collection import paused_collection
 from engine.drift import Drift, ProviderFacts, find_drift
 from engine.errors import PlanError, VolplanError
 from engine.executor import Events, ExecutionReport, execute
@@ -95,6 +96,11 @@ class ApplyOutcome:
 
 def prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Prepared:
     """Read the state (with any journal folded in), refresh it and make the plan. Writes nothing."""
+    with paused_collection():
+        return _prepare(workspace, project, options)
+
+
+def _prepare(workspace: Workspace, project: Project, options: PlanOptions) -> Prepared:
     state = workspace.store.read()
     # Settling an upgrade changes records in place; folding a journal makes a copy.
     read_state = state.copy() if state is not None and state.migration is not None else state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -16,6 +17,14 @@ from click.testing import CliRunner
 from engine.cli import cli
 from providers.local import LocalProvider
 from tests.s3_server import aws_env, moto_endpoint, s3  # noqa: F401  (fixtures for the S3 state tests)
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_collected() -> Iterator[None]:
+    """Commands run in this process freeze what they leave alive (engine.collection); a
+    command ends its process, but tests share one, so each test gives it back to the collector."""
+    yield
+    gc.unfreeze()
 
 
 @dataclass

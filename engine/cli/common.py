@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import click
 
+from engine.collection import paused_collection
 from engine.errors import ConfigError, ConfigIssue, UsageError, VolplanError
 from engine.project import Project, Settings, load_project, load_settings
 from engine.state_settings import open_state_store
@@ -107,7 +108,8 @@ def make_workspace(options: GlobalOptions, project: Project | None = None) -> Wo
 
 
 def load(options: GlobalOptions, files: tuple[str, ...]) -> Project:
-    return load_project(options.directory.absolute(), list(files) or None)
+    with paused_collection():
+        return load_project(options.directory.absolute(), list(files) or None)
 
 
 file_option = click.option(
