@@ -186,6 +186,7 @@ def test_no_drift_exits_zero(project: Path, local_root: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert "No drift." in result.stdout
+    assert "The 1 resource in the state matches what the providers report." in result.stdout
 
 
 def test_drift_without_state_exits_zero(project: Path, local_root: Path) -> None:

@@ -136,6 +136,19 @@ def test_delete_managed_volume(project: Path, local_root: Path) -> None:
     assert "still defines" not in result.stdout
 
 
+def test_delete_answered_no_says_delete_cancelled(project: Path, local_root: Path) -> None:
+    volume_file(project, "data")
+    run(project, "apply", "-y")
+    (project / "data.dstack.yml").unlink()
+
+    result = run_in_terminal(project, "volume", "delete", "data", answers=[("[y/n]:", "n")])
+
+    assert result.exit_code == 1
+    assert "Delete cancelled: nothing was changed." in result.screen
+    assert "Apply cancelled" not in result.screen
+    assert "volume.data" in records(project)
+
+
 def test_delete_warns_when_file_still_defines_it(project: Path, local_root: Path) -> None:
     volume_file(project, "data")
     run(project, "apply", "-y")

@@ -139,7 +139,8 @@ def _print_report(report: DriftReport, workspace: Workspace, output: Output) -> 
         count = report.checked
         output.echo(
             output.paint("No drift.", "bold")
-            + f" The {count} resource{'s' if count != 1 else ''} in the state match what the providers report."
+            + f" The {count} {'resource in the state matches' if count == 1 else 'resources in the state match'}"
+            + " what the providers report."
         )
         return
 

@@ -466,7 +466,7 @@ def run_apply(
     except _StoppedBeforeSteps as stopped:
         output.echo(f"\n{stopped}: stopped before any step started; no volume was changed.", err=True)
         return _exit_code(stopped.number)
-    code = _finish(outcome, output, interrupts.received, progress.elapsed, dstack_style)
+    code = _finish(outcome, output, interrupts.received, progress.elapsed, dstack_style, command)
     if show_table and code == 0:
         output.echo()
         output.echo(render_table(volume_rows(workspace, lambda record: in_scope(project, record))))
@@ -493,7 +493,7 @@ def _run_saved(options: GlobalOptions, path: Path, flags: ApplyFlags) -> int:
             stop=interrupts.stop,
             on_lock=_lock_note(output),
         )
-    return _finish(outcome, output, interrupts.received, progress.elapsed, dstack_style=False)
+    return _finish(outcome, output, interrupts.received, progress.elapsed, dstack_style=False, command="apply")
 
 
 def _apply_progress(options: GlobalOptions) -> ApplyProgress:
@@ -511,14 +511,16 @@ def _lock_note(output: Output) -> Callable[[object], None]:
     return on_lock
 
 
-def _finish(outcome: ApplyOutcome, output: Output, received: list[int], elapsed: float, dstack_style: bool) -> int:
+def _finish(
+    outcome: ApplyOutcome, output: Output, received: list[int], elapsed: float, dstack_style: bool, command: str
+) -> int:
     plan = outcome.prepared.plan
     if not plan.actionable:
         output.echo(render_human(plan, output.paint, outcome.prepared.drift))
         output.echo("\nApply complete: nothing to change.")
         return 0
     if outcome.cancelled:
-        output.echo("Apply cancelled: nothing was changed.", err=True)
+        output.echo(f"{command.capitalize()} cancelled: nothing was changed.", err=True)
         return 1
 
     report = outcome.report
