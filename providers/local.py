@@ -374,11 +374,14 @@ class LocalProvider(Provider):
         """List (and with `remove`, delete) the temporary folders of killed creates and the
         trash folders of interrupted deletes."""
         try:
-            entries = sorted(os.scandir(self.root), key=lambda entry: entry.name)
+            # Only leftovers are sorted: the root holds a folder per volume.
+            entries = [
+                entry for entry in os.scandir(self.root) if entry.name.startswith((TRASH_PREFIX, STAGING_PREFIX))
+            ]
         except FileNotFoundError:
             return []
         swept = []
-        for entry in entries:
+        for entry in sorted(entries, key=lambda entry: entry.name):
             if entry.is_symlink() or not entry.is_dir():
                 continue
             path = Path(entry.path)
