@@ -232,7 +232,8 @@ def _import_warnings(
     file: str, record: Record, facts: VolumeFacts, state: State | None, size_gb: int | None
 ) -> list[str]:
     warnings = []
-    if facts.lineage and state is not None and facts.lineage != state.lineage:
+    # Without a state yet, the import starts a new lineage, so any recorded lineage is another state's.
+    if facts.lineage and (state is None or facts.lineage != state.lineage):
         warnings.append(
             f"volume {facts.id} was created by another state (lineage {facts.lineage}). If that state still "
             "manages it, both would change and delete it: run volplan state rm there first."

@@ -271,6 +271,16 @@ def test_import_warns_other_lineage(project: Path, provider: LocalProvider) -> N
     assert "was created by another state (lineage other)" in result.stdout
 
 
+def test_import_first_resource_warns_other_lineage(project: Path, provider: LocalProvider) -> None:
+    made = provider.create_volume(VolumeSpec("volume.x", "outside", "aws", "eu-central-1", None, 100, {}, "other"), "t")
+    volume_file(project, "data")
+
+    result = run(project, "import", "volume.data", made.id, "-y")
+
+    assert result.exit_code == 0, result.output
+    assert "was created by another state (lineage other)" in result.stdout
+
+
 def test_import_rejects_registered_configuration(project: Path, provider: LocalProvider) -> None:
     made = provider.create_volume(VolumeSpec("volume.x", "outside", "aws", "eu-central-1", None, 100, {}, "l"), "t")
     write(
