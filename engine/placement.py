@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.project import DesiredRun
 from engine.run_config import InstanceMount, NetworkMount, RunConfiguration
@@ -32,8 +33,9 @@ from providers.base import Capabilities
 DEFAULT_BACKEND = "local"
 
 
-@dataclass(frozen=True)
-class VolumeLocation:
+# A named tuple, not a frozen dataclass: a large plan makes one per volume, and a tuple is
+# several times faster to create.
+class VolumeLocation(NamedTuple):
     """The location of a volume that a mount may use, from its configuration or the state."""
 
     name: str
@@ -51,7 +53,7 @@ class NodeSlot:
     rank: int
 
 
-@dataclass
+@dataclass(slots=True)
 class NodePlacement:
     slot: NodeSlot
     availability_zone: str | None
