@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.actions import Action, Change, Plan, Record
-from engine.placement import NodePlacement, Placement, VolumeLocation, node_slots, place_run
+from engine.placement import NodePlacement, Placement, RunNames, VolumeLocation, place_run, render_run_names
 from engine.project import DesiredRun
 from engine.run_config import InstanceMount, Mount, NetworkMount
-from engine.templates import TemplateError, render_volume_name
 from providers.base import Capabilities, NodeFacts
 
 if TYPE_CHECKING:
@@ -81,6 +80,9 @@ class _Context:
     desired_mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Volume address -> {mount address: file} for every mount that configurations still list.
     listed_by: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Run address -> the volume names of its mounts, for every run that a configuration
+    # defines. Rendered once for both the "volume in use" check and the placement.
+    run_names: dict[str, RunNames] = field(default_factory=dict)
     # (kind, parent field) -> parent address -> the prior records under it, sorted by address.
     # Built once per pair, so looking up a run's nodes does not scan the whole state each time.
     children: dict[tuple[str, str], dict[str, list[Record]]] = field(default_factory=dict)
@@ -89,13 +91,13 @@ class _Context:
         self.changes[change.address] = change
         return change
 
-    def records(self, kind: str, parent_field: str, parent: str) -> list[Record]:
+    def records(self, kind: str, parent_field: str, parent: str) -> Sequence[Record]:
         """Return the prior records of `kind` whose `parent_field` is `parent`, sorted by address."""
         index = self.children.get((kind, parent_field))
         if index is None:
             index = _index_children(self.kind(kind).values(), parent_field)
             self.children[(kind, parent_field)] = index
-        return list(index.get(parent, ()))
+        return index.get(parent, ())
 
     def kind(self, kind: str) -> dict[str, Record]:
         """Return the prior records of `kind` by address."""
@@ -124,13 +126,11 @@ def _changed_fields(record: Record, after: Record) -> tuple[str, ...]:
 
 def _index_children(records: Iterable[Record], parent_field: str) -> dict[str, list[Record]]:
     index: dict[str, list[Record]] = {}
-    for record in records:
+    # One sort of every record, instead of one per parent, leaves each parent's list sorted.
+    for record in sorted(records, key=lambda r: str(r["address"])):
         parent = record.get(parent_field)
         if isinstance(parent, str):
             index.setdefault(parent, []).append(record)
-
-    for records in index.values():
-        records.sort(key=lambda r: str(r["address"]))
     return index
 
 
@@ -211,21 +211,16 @@ def _location(record: Record) -> VolumeLocation:
 
 
 def _note_listed_volumes(context: _Context, run: DesiredRun | None) -> None:
-    """Record every volume name a run's mounts list, for the "volume in use" check."""
+    """Render the volume names a run's mounts list, and record them for the "volume in use" check."""
     if run is None:
         return
-    for slot in node_slots(run.config):
-        node = node_address(run.address, slot.index)
-        for mount in run.config.mounts:
-            if not isinstance(mount, NetworkMount):
-                continue
-            for template in mount.names:
-                try:
-                    name = render_volume_name(template, slot.rank)
-                except TemplateError:
-                    continue  # reported by the placement
-                consumers = context.listed_by.setdefault(f"volume.{name}", {})
-                consumers[mount_address(node, mount.path)] = run.file
+    run_names = render_run_names(run)
+    context.run_names[run.address] = run_names
+    # A name that failed to render is missing here; the placement reports it.
+    for (index, path), names in run_names.names.items():
+        mount = mount_address(node_address(run.address, index), path)
+        for name in names:
+            context.listed_by.setdefault(f"volume.{name}", {})[mount] = run.file
 
 
 # Runs
@@ -250,7 +245,8 @@ def _plan_run(context: _Context, address: str, desired: DesiredRun | None, recor
             _remove_node(context, node, "its run was stopped")
         return
 
-    placement, problems = place_run(desired, context.locations, context.capabilities, context.doomed)
+    run_names = context.run_names[address]
+    placement, problems = place_run(desired, run_names, context.locations, context.capabilities, context.doomed)
     context.errors.extend(problems)
     if placement is None:
         return
@@ -424,7 +420,7 @@ def _plan_mount(
 ) -> str:
     address = mount_address(node["address"], mount.path)
     record = context.prior.get(address)
-    after = _mount_record(context, run, node, placement, mount)
+    after = _mount_record(context, address, run, node, placement, mount)
     if after["volume_address"]:
         context.desired_mounts[address] = (node["address"], after["volume_address"])
 
@@ -438,9 +434,11 @@ def _plan_mount(
     return address
 
 
-def _mount_record(context: _Context, run: DesiredRun, node: Record, placement: NodePlacement, mount: Mount) -> Record:
+def _mount_record(
+    context: _Context, address: str, run: DesiredRun, node: Record, placement: NodePlacement, mount: Mount
+) -> Record:
     after: Record = {
-        "address": mount_address(node["address"], mount.path),
+        "address": address,
         "kind": "mount",
         "run": run.address,
         "node": node["address"],
