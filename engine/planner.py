@@ -98,13 +98,27 @@ def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
 
 
 def refreshed_record(record: Record, facts: VolumeFacts) -> Record:
-    """Return the prior record updated with what the provider reports now."""
+    """Return the prior record updated with what the provider reports now.
+
+    When the provider reports what the record holds, the record itself is returned: most
+    volumes of a plan are unchanged, and copying each costs more than the comparison.
+    """
+    if _holds(record, "size_gb", facts.size_gb) and _holds(record, "availability_zone", facts.availability_zone):
+        if record.get("external") or _holds(record, "tags", facts.tags):
+            return record
     updated = dict(record)
     updated["size_gb"] = facts.size_gb
     updated["availability_zone"] = facts.availability_zone
     if not record.get("external"):
         updated["tags"] = dict(facts.tags)
     return updated
+
+
+def _holds(record: Record, name: str, value: object) -> bool:
+    """Return whether `record` has the field `name` set to `value`, with the same type."""
+    # The type check keeps 1 and True, or a dict and another mapping, from counting as equal:
+    # the copy would write the reported value, and it must be written the same way.
+    return name in record and type(record[name]) is type(value) and record[name] == value
 
 
 def make_plan(source: PlanInput) -> Plan:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.actions import Action
-from engine.planner import _COMPARED_FIELDS, _changed
+from engine.planner import _COMPARED_FIELDS, _changed, refreshed_record
 from engine.run_planner import _changed_fields
+from providers.base import VolumeFacts
 
 # Field names of volume, run, node and mount records, plus one that no record kind has.
 _NAMES = st.sampled_from([*_COMPARED_FIELDS, "address", "kind", "run", "node", "volume_id", "stopped", "other"])
@@ -58,3 +60,36 @@ def test_run_changed_fields_of_subset_is_empty(record: dict[str, Any], extra: di
 def test_is_change_false_for_no_op_only() -> None:
     for action in Action:
         assert action.is_change is (action is not Action.NO_OP), action
+
+
+def _refreshed_copy(record: dict[str, Any], facts: VolumeFacts) -> dict[str, Any]:
+    updated = dict(record)
+    updated["size_gb"] = facts.size_gb
+    updated["availability_zone"] = facts.availability_zone
+    if not record.get("external"):
+        updated["tags"] = dict(facts.tags)
+    return updated
+
+
+_TAGS = st.dictionaries(st.sampled_from(["team", "env"]), st.sampled_from(["x", "y"]), max_size=2)
+_SIZES = st.one_of(st.integers(1, 3), st.just(True), st.just(1.0))
+_ZONES = st.sampled_from([None, "a", "b"])
+
+
+@given(
+    st.fixed_dictionaries(
+        {"address": st.just("volume.data")},
+        optional={"size_gb": _SIZES, "availability_zone": _ZONES, "tags": _TAGS, "external": st.booleans()},
+    ),
+    st.integers(1, 3),
+    _ZONES,
+    _TAGS,
+)
+def test_refreshed_record_matches_copy(
+    record: dict[str, Any], size_gb: int, zone: str | None, tags: dict[str, str]
+) -> None:
+    facts = VolumeFacts("vol-1", "aws", "eu-west-1", zone, size_gb, tags, "2026-01-01T00:00:00Z")
+    refreshed = refreshed_record(record, facts)
+    expected = _refreshed_copy(record, facts)
+    assert refreshed == expected
+    assert json.dumps(refreshed, sort_keys=True) == json.dumps(expected, sort_keys=True)
