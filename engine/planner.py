@@ -100,18 +100,25 @@ def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
 def refreshed_record(record: Record, facts: VolumeFacts) -> Record:
     """Return the prior record updated with what the provider reports now.
 
-    When the provider reports what the record holds, the record itself is returned: most
+    When the provider reports what the record contains, the record itself is returned: most
     volumes of a plan are unchanged, and copying each costs more than the comparison.
     """
-    if _holds(record, "size_gb", facts.size_gb) and _holds(record, "availability_zone", facts.availability_zone):
-        if record.get("external") or _holds(record, "tags", facts.tags):
-            return record
+    if _reported_as_recorded(record, facts):
+        return record
     updated = dict(record)
     updated["size_gb"] = facts.size_gb
     updated["availability_zone"] = facts.availability_zone
     if not record.get("external"):
         updated["tags"] = dict(facts.tags)
     return updated
+
+
+def _reported_as_recorded(record: Record, facts: VolumeFacts) -> bool:
+    same_size_and_zone = _holds(record, "size_gb", facts.size_gb) and _holds(
+        record, "availability_zone", facts.availability_zone
+    )
+    # A registered volume's record keeps its own tags, so only a managed one compares them.
+    return same_size_and_zone and (bool(record.get("external")) or _holds(record, "tags", facts.tags))
 
 
 def _holds(record: Record, name: str, value: object) -> bool:
@@ -168,7 +175,7 @@ def _check_registered_ids(
 
     With two addresses, a delete at one would destroy the data that the other still uses. A
     registered record that no configuration defines any more is deregistered by the same plan,
-    so taking its volume at the new address is allowed. `prior_volumes` holds the prior
+    so taking its volume at the new address is allowed. `prior_volumes` contains the prior
     state's volume records by address.
     """
     recorded = {r["id"]: a for a, r in prior_volumes.items() if r.get("id")}

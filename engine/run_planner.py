@@ -69,7 +69,7 @@ class _Context:
     # The prior records by kind, then by address, in the state's order: each check reads only
     # the kind it needs instead of scanning every record of the state.
     by_kind: dict[str, dict[str, Record]]
-    # source.capabilities, asked once per backend.
+    # source.capabilities, called once per backend.
     capabilities: Callable[[str], Capabilities]
     volume_changes: dict[str, Change] = field(default_factory=dict)
     locations: dict[str, VolumeLocation] = field(default_factory=dict)
@@ -137,7 +137,7 @@ def _index_children(records: Iterable[Record], parent_field: str) -> dict[str, l
 def plan_runs(source: PlanInput, plan: Plan, errors: list[str]) -> None:
     """Add the changes of every run, node and mount to `plan`, with their dependency edges."""
     prior = source.prior.resources if source.prior else {}
-    context = _Context(source, plan, prior, errors, _group_by_kind(prior), _asked_once(source.capabilities))
+    context = _Context(source, plan, prior, errors, _group_by_kind(prior), _once_per_backend(source.capabilities))
     _index_volumes(context)
     scope = source.run_scope
     run_addresses = set(source.project.runs) | set(context.kind("run"))
@@ -172,14 +172,14 @@ def _group_by_kind(prior: Mapping[str, Record]) -> dict[str, dict[str, Record]]:
     return by_kind
 
 
-def _asked_once(capabilities: Callable[[str], Capabilities]) -> Callable[[str], Capabilities]:
-    """Wrap `capabilities` so that each backend is asked once during this plan."""
-    answers: dict[str, Capabilities] = {}
+def _once_per_backend(capabilities: Callable[[str], Capabilities]) -> Callable[[str], Capabilities]:
+    """Wrap `capabilities` so that it is called once per backend during this plan."""
+    found: dict[str, Capabilities] = {}
 
     def lookup(backend: str) -> Capabilities:
-        if backend not in answers:
-            answers[backend] = capabilities(backend)
-        return answers[backend]
+        if backend not in found:
+            found[backend] = capabilities(backend)
+        return found[backend]
 
     return lookup
 
