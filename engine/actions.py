@@ -20,9 +20,13 @@ class Action(str, enum.Enum):
     DELETE = "delete"
     DEREGISTER = "deregister"
 
-    @property
-    def is_change(self) -> bool:
-        return self is not Action.NO_OP
+    # Whether the action changes anything; false for NO_OP only.
+    is_change: bool
+
+    def __init__(self, value: str) -> None:
+        # An attribute set once per member, not a property: a plan of 10,000 volumes and 2,000
+        # runs tests it hundreds of thousands of times between planning and rendering.
+        self.is_change = value != "no-op"
 
 
 # Order used by summaries: "Plan: 2 to create, 1 to update, 1 to deregister."
@@ -38,7 +42,9 @@ SUMMARY_ORDER = (
 Record = dict[str, Any]
 
 
-@dataclass
+# slots: a large plan makes one Change per recorded resource, and slots make them smaller and
+# faster to create.
+@dataclass(slots=True)
 class Change:
     """One planned change: the executor reads everything but `reason`, which is for people."""
 

@@ -68,20 +68,28 @@ class ProviderFacts:
 
 def find_drift(state: State, facts: ProviderFacts) -> list[Drift]:
     """Return every difference between `state` and `facts`, sorted by address and kind."""
+    resources = state.resources
+    volumes: dict[str, Record] = {}
+    volume_addresses: dict[Any, str] = {}
+    # Each mount with the instance it expects its volume attached to, found once for both uses.
+    mounts: list[tuple[Record, str | None]] = []
     found: list[Drift] = []
-    expected_attachments = _expected_attachments(state.resources)
-    volume_addresses = {
-        record.get("id"): address for address, record in state.resources.items() if record.get("kind") == "volume"
-    }
-
-    for address, record in state.resources.items():
+    for address, record in resources.items():
         kind = record.get("kind")
-        if kind == "volume" and address in facts.volumes:
-            found.extend(_volume_drift(record, facts.volumes[address], expected_attachments))
+        if kind == "volume":
+            volumes[address] = record
+            volume_addresses[record.get("id")] = address
+        elif kind == "mount":
+            mounts.append((record, _mount_instance(record, resources)))
         elif kind == "node" and facts.nodes.get(address) is False:
             found.append(Drift(address, DriftKind.NODE_GONE, record.get("id"), "exists", "gone", None))
-        elif kind == "mount":
-            found.extend(_mount_drift(record, state.resources, volume_addresses.get(record.get("volume_id")), facts))
+
+    expected_attachments = _expected_attachments(mounts)
+    for address, record in volumes.items():
+        if address in facts.volumes:
+            found.extend(_volume_drift(record, facts.volumes[address], expected_attachments))
+    for record, instance_id in mounts:
+        found.extend(_mount_drift(record, instance_id, volume_addresses.get(record.get("volume_id")), facts))
 
     order = list(DriftKind)
     return sorted(found, key=lambda drift: (drift.address, order.index(drift.kind)))
@@ -132,24 +140,20 @@ def _refreshed_volume(record: Record, facts: VolumeFacts) -> Record:
 
 
 def _mount_drift(
-    record: Record, resources: Mapping[str, Record], volume_address: str | None, facts: ProviderFacts
+    record: Record, instance_id: str | None, volume_address: str | None, facts: ProviderFacts
 ) -> list[Drift]:
     if volume_address is None or volume_address not in facts.volumes:
         return []
     volume = facts.volumes[volume_address]
-    instance_id = _mount_instance(record, resources)
     if volume is None or instance_id is None or instance_id in volume.attachments:
         return []
     return [Drift(record["address"], DriftKind.DETACHED, record.get("volume_id"), instance_id, None, None)]
 
 
-def _expected_attachments(resources: Mapping[str, Record]) -> dict[str, set[str]]:
+def _expected_attachments(mounts: list[tuple[Record, str | None]]) -> dict[str, set[str]]:
     """Map each volume id to the instances it is attached to, according to the state's mounts."""
     expected: dict[str, set[str]] = {}
-    for record in resources.values():
-        if record.get("kind") != "mount":
-            continue
-        instance_id = _mount_instance(record, resources)
+    for record, instance_id in mounts:
         if instance_id is not None and record.get("volume_id"):
             expected.setdefault(record["volume_id"], set()).add(instance_id)
     return expected

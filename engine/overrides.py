@@ -58,8 +58,10 @@ def desired_volumes(project: Project, prior: Mapping[str, Record], errors: list[
     """Collect the project's volumes and, unless -n selected one, every recorded override of a loaded file."""
     desired = dict(project.volumes)
     for address, volume in project.volumes.items():
+        if not volume.name_override:
+            continue
         record = prior.get(address)
-        if volume.name_override and record is not None and record.get("file") != volume.file:
+        if record is not None and record.get("file") != volume.file:
             errors.append(
                 f"{volume.file}: -n {volume.name_override}: {address} already exists, defined by "
                 f"{_origin(record)}. Choose another name, or delete that volume first."
@@ -68,10 +70,12 @@ def desired_volumes(project: Project, prior: Mapping[str, Record], errors: list[
         return desired
 
     own_volumes = {volume.file: volume for volume in project.volumes.values() if volume.name_override is None}
-    for address, record in sorted(prior.items()):
-        name = record.get("name_override")
+    # Few records carry an override, so they are picked out before the sort.
+    overridden = sorted((a, r) for a, r in prior.items() if r.get("name_override") and r.get("kind") == "volume")
+    for address, record in overridden:
+        name = record["name_override"]
         source = own_volumes.get(str(record.get("file")))
-        if record.get("kind") != "volume" or not name or source is None:
+        if source is None:
             continue
         if address in desired:
             if desired[address].file != source.file:

@@ -30,9 +30,7 @@ def plan_changes(source: PlanInput) -> Plan:
     cleanup_at = source.cleanup_at
     plan = plan_cleanup(source, cleanup_at) if cleanup_at is not None else _plan_configurations(source)
 
-    known = {change.address for change in plan.changes} | set(source.project.runs) | set(source.project.volumes)
-    if source.prior is not None:
-        known |= set(source.prior.resources)
+    known = _known_addresses(source, plan) if _reads_known(source) else set()
     # NOTE: targets narrow the finished plan, so a planning error of an untargeted volume (a
     # shrink, a region change without --allow-replace) still stops a targeted plan.
     check_known(source.targets, "--target", known)
@@ -43,6 +41,20 @@ def plan_changes(source: PlanInput) -> Plan:
     check_protected(plan, source.project.settings)
     plan.warnings.extend(_unmatched_settings(source, known))
     return plan
+
+
+def _reads_known(source: PlanInput) -> bool:
+    """Return whether an option or setting names addresses that must be checked against the known ones."""
+    settings = source.project.settings
+    return bool(source.targets or source.excludes or settings.protect or settings.moved)
+
+
+def _known_addresses(source: PlanInput, plan: Plan) -> set[str]:
+    """Collect every address that the plan, the configurations or the state names."""
+    known = {change.address for change in plan.changes} | set(source.project.runs) | set(source.project.volumes)
+    if source.prior is not None:
+        known |= set(source.prior.resources)
+    return known
 
 
 def _unmatched_settings(source: PlanInput, known: set[str]) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.project import DesiredRun
 from engine.run_config import InstanceMount, NetworkMount, RunConfiguration
@@ -32,8 +33,9 @@ from providers.base import Capabilities
 DEFAULT_BACKEND = "local"
 
 
-@dataclass(frozen=True)
-class VolumeLocation:
+# A named tuple, not a frozen dataclass: a large plan makes one per volume, and a tuple is
+# cheaper to create (about 160 ns against 250 ns for two fields with CPython 3.11).
+class VolumeLocation(NamedTuple):
     """The location of a volume that a mount may use, from its configuration or the state."""
 
     name: str
@@ -51,7 +53,7 @@ class NodeSlot:
     rank: int
 
 
-@dataclass
+@dataclass(slots=True)
 class NodePlacement:
     slot: NodeSlot
     availability_zone: str | None
@@ -69,6 +71,18 @@ class Placement:
     nodes: list[NodePlacement]
 
 
+@dataclass
+class RunNames:
+    """A run's nodes and the volume names that each node's network mounts list."""
+
+    slots: list[NodeSlot]
+    # (node index, mount path) -> the rendered names in listed order. A template that fails
+    # to render is left out and reported in `errors`.
+    names: dict[tuple[int, str], list[str]]
+    # Templates that fail to render, and volumes mounted at two paths.
+    errors: list[str]
+
+
 def node_slots(config: RunConfiguration) -> list[NodeSlot]:
     """List a run's nodes: one per rank for a task, one per replica (all rank 0) for a service."""
     if config.type == "task":
@@ -80,23 +94,32 @@ def node_slots(config: RunConfiguration) -> list[NodeSlot]:
     return [NodeSlot(0, 0)]
 
 
+def render_run_names(run: DesiredRun) -> RunNames:
+    """Render the volume names of every network mount for every node of `run`."""
+    slots = node_slots(run.config)
+    names, errors = _render_names(run.config, slots, f"{run.file}: {run.address}")
+    return RunNames(slots, names, errors)
+
+
 def place_run(
     run: DesiredRun,
+    run_names: RunNames,
     locations: Mapping[str, VolumeLocation],
     capabilities: Callable[[str], Capabilities],
     doomed: Mapping[str, str],
 ) -> tuple[Placement | None, list[str]]:
     """Choose the run's backend/region and each node's volumes; return the errors found.
 
-    `doomed` maps the names of volumes that this plan deletes to the reason, so that a mount
-    naming one gets the "volume in use" error from the planner instead of "not found".
+    `run_names` is what render_run_names returns for `run`. `doomed` maps the names of volumes
+    that this plan deletes to the reason, so that a mount naming one gets the "volume in use"
+    error from the planner instead of "not found".
     """
     config = run.config
     where = f"{run.file}: {run.address}"
-    slots = node_slots(config)
+    slots = run_names.slots
+    rendered = run_names.names
     errors = _check_paths(config, where)
-    rendered, render_errors = _render_names(config, slots, where)
-    errors.extend(render_errors)
+    errors.extend(run_names.errors)
     if errors:
         return None, errors
 
@@ -238,20 +261,9 @@ def _place_by_volumes(
     network = [m for m in config.mounts if isinstance(m, NetworkMount)]
     first = network[0]
 
-    # Every mount must offer volumes in the same pairs as the first one, on every node.
-    errors = []
-    for slot in slots:
-        expected = set(_pairs(rendered[(slot.index, first.path)], locations))
-        for mount in network[1:]:
-            offered = set(_pairs(rendered[(slot.index, mount.path)], locations))
-            if offered != expected:
-                errors.append(
-                    f"{where}: mount {mount.path} lists volumes in {_describe_pairs(offered)}, but the first mount "
-                    f"{first.path} lists volumes in {_describe_pairs(expected)}. As in dstack, every mount must "
-                    "list volumes in the same backend/region pairs: add or remove volumes so they match."
-                )
+    errors = _mismatched_pairs(slots, network, rendered, locations, where)
     if errors:
-        return None, sorted(set(errors), key=errors.index)
+        return None, errors
 
     candidates = _pairs(rendered[(slots[0].index, first.path)], locations)
     for backend, region in candidates:
@@ -265,6 +277,32 @@ def _place_by_volumes(
     return None, [_unplaceable(config, first, rendered[(slots[0].index, first.path)], locations, where)]
 
 
+def _mismatched_pairs(
+    slots: list[NodeSlot],
+    network: list[NetworkMount],
+    rendered: Mapping[tuple[int, str], list[str]],
+    locations: Mapping[str, VolumeLocation],
+    where: str,
+) -> list[str]:
+    """Check that every mount offers volumes in the same pairs as the first one, on every node."""
+    first, others = network[0], network[1:]
+    if not others:
+        return []  # a lone mount matches itself; skip computing its pairs for every node
+
+    errors = []
+    for slot in slots:
+        expected = set(_pairs(rendered[(slot.index, first.path)], locations))
+        for mount in others:
+            offered = set(_pairs(rendered[(slot.index, mount.path)], locations))
+            if offered != expected:
+                errors.append(
+                    f"{where}: mount {mount.path} lists volumes in {_describe_pairs(offered)}, but the first mount "
+                    f"{first.path} lists volumes in {_describe_pairs(expected)}. As in dstack, every mount must "
+                    "list volumes in the same backend/region pairs: add or remove volumes so they match."
+                )
+    return sorted(set(errors), key=errors.index)
+
+
 def _choose_volumes(
     slot: NodeSlot,
     network: list[NetworkMount],
@@ -273,15 +311,15 @@ def _choose_volumes(
     backend: str,
     region: str,
 ) -> NodePlacement:
-    node = NodePlacement(slot, None)
+    volumes: dict[str, str] = {}
     for mount in network:
         for name in rendered[(slot.index, mount.path)]:
             location = locations[name]
-            if (location.backend, location.region) == (backend, region):
-                node.volumes[mount.path] = name
+            if location.backend == backend and location.region == region:
+                volumes[mount.path] = name
                 break
-    node.availability_zone = locations[node.volumes[network[0].path]].availability_zone
-    return node
+    zone = locations[volumes[network[0].path]].availability_zone
+    return NodePlacement(slot, zone, volumes)
 
 
 def _unplaceable(

@@ -30,6 +30,9 @@ STATE_ONLY_FIELDS = ("file", "auto_cleanup_duration", "name", "name_override")
 # Fields that place a volume; a change needs a new volume.
 _PLACEMENT_FIELDS = ("backend", "region", "availability_zone")
 
+# Fields whose differences a change lists, in the order it lists them.
+_COMPARED_FIELDS = _PROVIDER_FIELDS + STATE_ONLY_FIELDS + _PLACEMENT_FIELDS + ("external", "id")
+
 # Destructive changes first in the execution order, so that a replaced name is free again
 # before its new volume is made.
 _ACTION_RANK = {
@@ -95,13 +98,34 @@ def desired_volume_record(volume: DesiredVolume, provider_kind: str) -> Record:
 
 
 def refreshed_record(record: Record, facts: VolumeFacts) -> Record:
-    """Return the prior record updated with what the provider reports now."""
+    """Return the prior record updated with what the provider reports now.
+
+    When the provider reports what the record contains, the record itself is returned: most
+    volumes of a plan are unchanged, and copying each costs more than the comparison.
+    """
+    if _reported_as_recorded(record, facts):
+        return record
     updated = dict(record)
     updated["size_gb"] = facts.size_gb
     updated["availability_zone"] = facts.availability_zone
     if not record.get("external"):
         updated["tags"] = dict(facts.tags)
     return updated
+
+
+def _reported_as_recorded(record: Record, facts: VolumeFacts) -> bool:
+    same_size_and_zone = _holds(record, "size_gb", facts.size_gb) and _holds(
+        record, "availability_zone", facts.availability_zone
+    )
+    # A registered volume's record keeps its own tags, so only a managed one compares them.
+    return same_size_and_zone and (bool(record.get("external")) or _holds(record, "tags", facts.tags))
+
+
+def _holds(record: Record, name: str, value: object) -> bool:
+    """Return whether `record` has the field `name` set to `value`, with the same type."""
+    # The type check keeps 1 and True, or a dict and another mapping, from counting as equal:
+    # the copy would write the reported value, and it must be written the same way.
+    return name in record and type(record[name]) is type(value) and record[name] == value
 
 
 def make_plan(source: PlanInput) -> Plan:
@@ -120,12 +144,13 @@ def make_plan(source: PlanInput) -> Plan:
         )
     errors: list[str] = []
     volumes = desired_volumes(source.project, prior, errors)
+    prior_volumes = {address: record for address, record in prior.items() if record.get("kind") == "volume"}
 
-    volume_addresses = set(volumes) | {a for a, r in prior.items() if r.get("kind") == "volume"}
+    volume_addresses = set(volumes) | set(prior_volumes)
     if source.run_scope.runs is not None:
         volume_addresses = set()  # volplan stop and start change only their runs
     else:
-        _check_registered_ids(volumes, prior, errors)
+        _check_registered_ids(volumes, prior_volumes, errors)
     for address in sorted(volume_addresses):
         desired = volumes.get(address)
         record = prior.get(address)
@@ -143,20 +168,25 @@ def make_plan(source: PlanInput) -> Plan:
     return plan
 
 
-def _check_registered_ids(volumes: Mapping[str, DesiredVolume], prior: Mapping[str, Record], errors: list[str]) -> None:
+def _check_registered_ids(
+    volumes: Mapping[str, DesiredVolume], prior_volumes: Mapping[str, Record], errors: list[str]
+) -> None:
     """Reject registering a volume that the state already records at another address.
 
     With two addresses, a delete at one would destroy the data that the other still uses. A
     registered record that no configuration defines any more is deregistered by the same plan,
-    so taking its volume at the new address is allowed.
+    so taking its volume at the new address is allowed. `prior_volumes` contains the prior
+    state's volume records by address.
     """
-    recorded = {r["id"]: a for a, r in prior.items() if r.get("kind") == "volume" and r.get("id")}
-    for address, desired in sorted(volumes.items()):
+    recorded = {r["id"]: a for a, r in prior_volumes.items() if r.get("id")}
+    # Only volumes with an external id can clash, so only those are sorted.
+    registering = sorted((a, v) for a, v in volumes.items() if v.config.external_id)
+    for address, desired in registering:
         volume_id = desired.config.external_id
         other = recorded.get(volume_id) if volume_id else None
         if other is None or other == address:
             continue
-        if other not in volumes and prior[other].get("external"):
+        if other not in volumes and prior_volumes[other].get("external"):
             continue
         field = "volume_id" if desired.config.volume_id else "claim_name"
         errors.append(
@@ -394,8 +424,10 @@ def _plan_managed_update(desired: DesiredVolume, current: Record, after: Record,
 
 
 def _changed(before: Record, after: Record) -> tuple[str, ...]:
-    names = _PROVIDER_FIELDS + STATE_ONLY_FIELDS + _PLACEMENT_FIELDS + ("external", "id")
-    return tuple(name for name in names if before.get(name) != after.get(name))
+    # Equal records, the usual case, compare in C without a lookup per field.
+    if before == after:
+        return ()
+    return tuple(name for name in _COMPARED_FIELDS if before.get(name) != after.get(name))
 
 
 def build_graph(plan: Plan) -> nx.DiGraph:

@@ -22,12 +22,13 @@ _DESTRUCTIVE = (Action.DELETE, Action.REPLACE)
 def check_protected(plan: Plan, settings: Settings) -> None:
     """Raise PlanError naming every protected address that the plan deletes or replaces."""
     protected = set(settings.protect)
+    actionable = plan.actionable
     problems = []
-    for change in plan.actionable:
+    for change in actionable:
         entry = _protecting_entry(change, protected)
         if entry is not None and change.action in _DESTRUCTIVE:
             problems.append(_problem(change, entry, settings))
-    for change in plan.actionable:
+    for change in actionable:
         if change.previous_address in protected and change.address not in protected:
             plan.warnings.append(
                 f"protect: lists {change.previous_address}, which becomes {change.address}: "

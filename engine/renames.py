@@ -46,7 +46,9 @@ def apply_moves(
     defined: set[str],
 ) -> Moves:
     """Move the record of each `moved:` entry whose old address is recorded and new one is defined."""
-    if prior is None:
+    # Without entries nothing moves, so the state is not copied: a copy of a large state costs
+    # more than the rest of this step.
+    if prior is None or not moved:
         return Moves(prior, facts)
     state = prior.copy()
     result = Moves(state, dict(facts))
@@ -89,6 +91,8 @@ def _move(state: State, result: Moves, old: str, new: str) -> None:
 
 def mark_renames(plan: Plan, renamed: Mapping[str, str]) -> None:
     """Set `previous_address` on the change at each moved record's new address, and set its reason."""
+    if not renamed:
+        return
     for change in plan.changes:
         old = renamed.get(change.address)
         if old is None:
@@ -105,9 +109,10 @@ def mark_renames(plan: Plan, renamed: Mapping[str, str]) -> None:
 
 def suggest_moves(plan: Plan) -> list[str]:
     """Warn about each data-destroying delete that a create of the same volume under a new name explains."""
-    creates = [change for change in plan.actionable if _is_new_managed(change)]
+    actionable = plan.actionable
+    creates = [change for change in actionable if _is_new_managed(change)]
     warnings = []
-    for change in plan.actionable:
+    for change in actionable:
         if change.action is not Action.DELETE or not change.destroys_data or change.before is None:
             continue
         match = _matching_create(change.before, creates)

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.actions import Action, Change, Plan, Record
-from engine.placement import NodePlacement, Placement, VolumeLocation, node_slots, place_run
+from engine.placement import NodePlacement, Placement, RunNames, VolumeLocation, place_run, render_run_names
 from engine.project import DesiredRun
 from engine.run_config import InstanceMount, Mount, NetworkMount
-from engine.templates import TemplateError, render_volume_name
-from providers.base import NodeFacts
+from providers.base import Capabilities, NodeFacts
 
 if TYPE_CHECKING:
     from engine.planner import PlanInput
@@ -67,6 +66,11 @@ class _Context:
     plan: Plan
     prior: Mapping[str, Record]
     errors: list[str]
+    # The prior records by kind, then by address, in the state's order: each check reads only
+    # the kind it needs instead of scanning every record of the state.
+    by_kind: dict[str, dict[str, Record]]
+    # source.capabilities, called once per backend.
+    capabilities: Callable[[str], Capabilities]
     volume_changes: dict[str, Change] = field(default_factory=dict)
     locations: dict[str, VolumeLocation] = field(default_factory=dict)
     # Names of volumes this plan deletes or replaces -> the volume's address.
@@ -76,6 +80,9 @@ class _Context:
     desired_mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Volume address -> {mount address: file} for every mount that configurations still list.
     listed_by: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Run address -> the volume names of its mounts, for every run that a configuration
+    # defines. Rendered once for both the "volume in use" check and the placement.
+    run_names: dict[str, RunNames] = field(default_factory=dict)
     # (kind, parent field) -> parent address -> the prior records under it, sorted by address.
     # Built once per pair, so looking up a run's nodes does not scan the whole state each time.
     children: dict[tuple[str, str], dict[str, list[Record]]] = field(default_factory=dict)
@@ -84,13 +91,17 @@ class _Context:
         self.changes[change.address] = change
         return change
 
-    def records(self, kind: str, parent_field: str, parent: str) -> list[Record]:
+    def records(self, kind: str, parent_field: str, parent: str) -> Sequence[Record]:
         """Return the prior records of `kind` whose `parent_field` is `parent`, sorted by address."""
         index = self.children.get((kind, parent_field))
         if index is None:
-            index = _index_children(self.prior, kind, parent_field)
+            index = _index_children(self.kind(kind).values(), parent_field)
             self.children[(kind, parent_field)] = index
-        return list(index.get(parent, ()))
+        return index.get(parent, ())
+
+    def kind(self, kind: str) -> dict[str, Record]:
+        """Return the prior records of `kind` by address."""
+        return self.by_kind.get(kind, {})
 
     def volume_id(self, volume_address: str) -> str | None:
         """Return the id a mount will reference, or None when this plan makes the volume."""
@@ -106,31 +117,30 @@ class _Context:
 
 def _changed_fields(record: Record, after: Record) -> tuple[str, ...]:
     """Return the names of the fields of `after` whose values differ in `record`, sorted."""
-    # The item views compare in C, so the usual no-op case needs no loop in Python.
-    if after.items() <= record.items():
+    # The usual no-op case: equal records compare in C, without the tuple per item that the
+    # item views' comparison makes.
+    if after == record or after.items() <= record.items():
         return ()
     return tuple(name for name in sorted(after) if record.get(name) != after[name])
 
 
-def _index_children(prior: Mapping[str, Record], kind: str, parent_field: str) -> dict[str, list[Record]]:
+def _index_children(records: Iterable[Record], parent_field: str) -> dict[str, list[Record]]:
     index: dict[str, list[Record]] = {}
-    for record in prior.values():
+    # One sort of every record, instead of one per parent, leaves each parent's list sorted.
+    for record in sorted(records, key=lambda r: str(r["address"])):
         parent = record.get(parent_field)
-        if record.get("kind") == kind and isinstance(parent, str):
+        if isinstance(parent, str):
             index.setdefault(parent, []).append(record)
-
-    for records in index.values():
-        records.sort(key=lambda r: str(r["address"]))
     return index
 
 
 def plan_runs(source: PlanInput, plan: Plan, errors: list[str]) -> None:
     """Add the changes of every run, node and mount to `plan`, with their dependency edges."""
     prior = source.prior.resources if source.prior else {}
-    context = _Context(source, plan, prior, errors)
+    context = _Context(source, plan, prior, errors, _group_by_kind(prior), _once_per_backend(source.capabilities))
     _index_volumes(context)
     scope = source.run_scope
-    run_addresses = set(source.project.runs) | {a for a, r in prior.items() if r.get("kind") == "run"}
+    run_addresses = set(source.project.runs) | set(context.kind("run"))
 
     for address in sorted(scope.runs or ()):
         if address not in run_addresses:
@@ -153,6 +163,27 @@ def plan_runs(source: PlanInput, plan: Plan, errors: list[str]) -> None:
     plan.edges.extend(_edges(context))
 
 
+def _group_by_kind(prior: Mapping[str, Record]) -> dict[str, dict[str, Record]]:
+    by_kind: dict[str, dict[str, Record]] = {}
+    for address, record in prior.items():
+        kind = record.get("kind")
+        if isinstance(kind, str):
+            by_kind.setdefault(kind, {})[address] = record
+    return by_kind
+
+
+def _once_per_backend(capabilities: Callable[[str], Capabilities]) -> Callable[[str], Capabilities]:
+    """Wrap `capabilities` so that it is called once per backend during this plan."""
+    found: dict[str, Capabilities] = {}
+
+    def lookup(backend: str) -> Capabilities:
+        if backend not in found:
+            found[backend] = capabilities(backend)
+        return found[backend]
+
+    return lookup
+
+
 # Volumes
 
 
@@ -168,8 +199,8 @@ def _index_volumes(context: _Context) -> None:
         if change.after is not None:
             context.locations[change.after["name"]] = _location(change.after)
 
-    for address, record in context.prior.items():
-        if record.get("kind") == "volume" and address not in context.volume_changes:
+    for address, record in context.kind("volume").items():
+        if address not in context.volume_changes:
             context.locations[record["name"]] = _location(record)
 
 
@@ -180,21 +211,16 @@ def _location(record: Record) -> VolumeLocation:
 
 
 def _note_listed_volumes(context: _Context, run: DesiredRun | None) -> None:
-    """Record every volume name a run's mounts list, for the "volume in use" check."""
+    """Render the volume names a run's mounts list, and record them for the "volume in use" check."""
     if run is None:
         return
-    for slot in node_slots(run.config):
-        node = node_address(run.address, slot.index)
-        for mount in run.config.mounts:
-            if not isinstance(mount, NetworkMount):
-                continue
-            for template in mount.names:
-                try:
-                    name = render_volume_name(template, slot.rank)
-                except TemplateError:
-                    continue  # reported by the placement
-                consumers = context.listed_by.setdefault(f"volume.{name}", {})
-                consumers[mount_address(node, mount.path)] = run.file
+    run_names = render_run_names(run)
+    context.run_names[run.address] = run_names
+    # A name that failed to render is missing here; the placement reports it.
+    for (index, path), names in run_names.names.items():
+        mount = mount_address(node_address(run.address, index), path)
+        for name in names:
+            context.listed_by.setdefault(f"volume.{name}", {})[mount] = run.file
 
 
 # Runs
@@ -219,7 +245,8 @@ def _plan_run(context: _Context, address: str, desired: DesiredRun | None, recor
             _remove_node(context, node, "its run was stopped")
         return
 
-    placement, problems = place_run(desired, context.locations, context.source.capabilities, context.doomed)
+    run_names = context.run_names[address]
+    placement, problems = place_run(desired, run_names, context.locations, context.capabilities, context.doomed)
     context.errors.extend(problems)
     if placement is None:
         return
@@ -312,7 +339,7 @@ def _plan_node(context: _Context, run: DesiredRun, placement: Placement, node: N
         "file": run.file,
     }
     refreshed, facts = _node_facts(context, address)
-    total = len(node_slots(run.config))
+    total = len(placement.nodes)  # one per slot of the run
 
     if record is None:
         change = Change(address, Action.CREATE, f"{run.address} needs node {node.slot.index} of {total}", None, after)
@@ -393,7 +420,7 @@ def _plan_mount(
 ) -> str:
     address = mount_address(node["address"], mount.path)
     record = context.prior.get(address)
-    after = _mount_record(context, run, node, placement, mount)
+    after = _mount_record(context, address, run, node, placement, mount)
     if after["volume_address"]:
         context.desired_mounts[address] = (node["address"], after["volume_address"])
 
@@ -407,9 +434,11 @@ def _plan_mount(
     return address
 
 
-def _mount_record(context: _Context, run: DesiredRun, node: Record, placement: NodePlacement, mount: Mount) -> Record:
+def _mount_record(
+    context: _Context, address: str, run: DesiredRun, node: Record, placement: NodePlacement, mount: Mount
+) -> Record:
     after: Record = {
-        "address": mount_address(node["address"], mount.path),
+        "address": address,
         "kind": "mount",
         "run": run.address,
         "node": node["address"],
@@ -538,13 +567,14 @@ def _check_single_attach(context: _Context) -> None:
     nodes_by_volume: dict[str, set[str]] = {}
     for node, volume in context.desired_mounts.values():
         nodes_by_volume.setdefault(volume, set()).add(node)
-    for record in context.prior.values():
-        if record.get("kind") == "mount" and record.get("volume_address") and record["address"] not in context.changes:
+    for record in context.kind("mount").values():
+        if record.get("volume_address") and record["address"] not in context.changes:
             nodes_by_volume.setdefault(record["volume_address"], set()).add(record["node"])
 
-    for volume, nodes in sorted(nodes_by_volume.items()):
+    shared = sorted((volume, nodes) for volume, nodes in nodes_by_volume.items() if len(nodes) > 1)
+    for volume, nodes in shared:
         location = context.locations.get(volume.removeprefix("volume."))
-        if len(nodes) < 2 or location is None or context.source.capabilities(location.backend).multi_attach:
+        if location is None or context.capabilities(location.backend).multi_attach:
             continue
         context.errors.append(
             f"{volume} would be attached to {', '.join(sorted(nodes))}, but on {location.backend} a volume attaches "
@@ -554,13 +584,13 @@ def _check_single_attach(context: _Context) -> None:
 
 def _check_outside_holders(context: _Context) -> None:
     """Reject attaching a volume that a node outside this state has attached."""
-    known = {r.get("id") for r in context.prior.values() if r.get("kind") == "node"}
+    known = {r.get("id") for r in context.kind("node").values()}
     for change in context.changes.values():
         after = change.after
         if change.action not in (Action.CREATE, Action.REPLACE) or after is None or after.get("kind") != "mount":
             continue
         facts = context.source.facts.get(after["volume_address"] or "")
-        if facts is None or context.source.capabilities(after["backend"]).multi_attach:
+        if facts is None or context.capabilities(after["backend"]).multi_attach:
             continue
         holders = sorted(holder for holder in facts.attachments if holder not in known)
         if holders:
@@ -608,7 +638,7 @@ def _edges_of(context: _Context, change: Change) -> list[tuple[str, str]]:
             edges.append((change.address, volume.address))
         node = context.changes.get(before["node"])
         if node is not None and node.action in _REMOVALS:
-            if context.source.capabilities(before["backend"]).stop_releases_volumes:
+            if context.capabilities(before["backend"]).stop_releases_volumes:
                 edges.append((node.address, change.address))
             else:
                 edges.append((change.address, node.address))
