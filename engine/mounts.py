@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -175,8 +174,8 @@ def _network_mount(
 ) -> NetworkMount | None:
     if not path:
         return None
-    parts = PurePosixPath(path).parts
-    if len(parts) > 1 and parts[1] == RESERVED_FOLDER:
+    # `path` is normalised, so its first part follows the leading "/".
+    if path.split("/")[1] == RESERVED_FOLDER:
         issues.append(
             document.issue(
                 at,
@@ -219,7 +218,7 @@ def _check_path(document: Document, at: FieldPath, value: Any, issues: list[Conf
         problem = "contains a NUL character"
     elif not value.startswith("/"):
         problem = "must be an absolute path"
-    elif ".." in PurePosixPath(value).parts:
+    elif ".." in value.split("/"):
         problem = "must not contain .."
     elif "[" in value or "]" in value:
         # A mount's address is run.NAME.node[RANK].mount[PATH], so brackets would make it ambiguous.
@@ -229,8 +228,17 @@ def _check_path(document: Document, at: FieldPath, value: Any, issues: list[Conf
             document.issue(at, problem, value=value, fix="Write an absolute path such as /data, without .. parts.")
         )
         return ""
-    # PurePosixPath keeps a leading "//" (POSIX leaves its meaning open); a container path does not.
-    return "/" + str(PurePosixPath(value)).lstrip("/")
+    return normalize_path(value)
+
+
+def normalize_path(path: str) -> str:
+    """Normalise an absolute path as PurePosixPath does, but always with one leading "/".
+
+    PurePosixPath drops empty and "." parts, and keeps a leading "//" (POSIX leaves its meaning
+    open), which a container path does not. Splitting the text gives the same parts without a
+    Path object per mount.
+    """
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
 def check_mount_names(
