@@ -9,6 +9,7 @@ must be absolute without `..`, and are normalised as dstack normalises them (Pur
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,6 @@ from engine.volume_config import VOLUME_NAME_FIX, is_volume_name
 RESERVED_FOLDER = "workflow"
 NETWORK_MOUNT_KEYS = frozenset({"name", "path"})
 INSTANCE_MOUNT_KEYS = frozenset({"instance_path", "path", "optional"})
-_LAX_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 # Seconds that validating one name template may take across all the node ranks of its run. One
 # rendering is bounded in size by engine.templates; this bounds the product with the node count.
 RENDER_TIME_LIMIT = 10.0
@@ -124,7 +124,7 @@ def _parse_instance_mount(
     instance_path = _check_path(document, at + ("instance_path",), entry.get("instance_path"), issues)
     path = _check_path(document, at + ("path",), entry.get("path"), issues)
     try:
-        optional = _LAX_BOOL.validate_python(entry.get("optional", False))
+        optional = _lax_bool().validate_python(entry.get("optional", False))
     except ValidationError:
         issues.append(
             document.issue(
@@ -133,6 +133,12 @@ def _parse_instance_mount(
         )
         return None
     return InstanceMount(instance_path, path, optional) if instance_path and path else None
+
+
+@functools.cache
+def _lax_bool() -> TypeAdapter[bool]:
+    """Return pydantic's lax bool validator, built on first use: few runs mount instance folders."""
+    return TypeAdapter(bool)
 
 
 def _parse_network_mount(
