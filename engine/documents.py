@@ -176,9 +176,7 @@ class _Builder:
         return self._constructor
 
     def build_mapping(self, node: MappingNode, at: FieldPath) -> dict[Any, Any]:
-        self.report_duplicates(node, at)
-        # Flattening only rewrites merge (`<<`) and value (`=`) keys; skip it when there are none.
-        if any(key_node.tag in _FLATTENED_KEY_TAGS for key_node, _ in node.value):
+        if self.check_keys(node, at):
             self.constructor.flatten_mapping(node)
 
         result: dict[Any, Any] = {}
@@ -203,9 +201,16 @@ class _Builder:
         except (ConstructorError, ValueError, TypeError, AttributeError, OverflowError) as error:
             raise _BadScalar(node, error) from None
 
-    def report_duplicates(self, node: MappingNode, at: FieldPath) -> None:
+    def check_keys(self, node: MappingNode, at: FieldPath) -> bool:
+        """Report duplicate keys, and return True when a merge (`<<`) or value (`=`) key needs flattening.
+
+        Flattening rewrites only those keys, so a mapping without them skips PyYAML's pass.
+        """
         seen: dict[str, int] = {}
+        needs_flattening = False
         for key_node, _ in node.value:
+            if key_node.tag in _FLATTENED_KEY_TAGS:
+                needs_flattening = True
             if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = key_node.value
@@ -224,6 +229,7 @@ class _Builder:
                 )
             else:
                 seen[key] = line
+        return needs_flattening
 
 
 class _TooLarge(Exception):
@@ -244,7 +250,7 @@ class _Unsupported(Exception):
 
 
 def compose(text: str, composer_class: type[_PythonComposer] | None = None) -> Node | None:
-    """Parse one YAML document into its node tree, with the tags yaml.safe_load gives; None when empty.
+    """Parse one YAML document into its node tree, with the tags yaml.safe_load gives, or None when empty.
 
     The composer is libyaml's when PyYAML was built with it; `composer_class` picks another.
     """
