@@ -106,7 +106,8 @@ def run_name_for(file: str, config: RunConfiguration, root: Path | None = None) 
     `.dstack.yml`) the name of the folder that contains the file, the project folder included."""
     if config.name:
         return config.name
-    name = Path(file).name
+    # `file` is a relative POSIX path, so its name follows the last "/" and needs no Path object.
+    name = file.rsplit("/", 1)[-1]
     for suffix in CONFIG_SUFFIXES:
         if name.endswith(suffix) and name != suffix:
             return name[: -len(suffix)]
@@ -124,24 +125,50 @@ def load_project(root: Path, selected: list[str] | None = None) -> Project:
     files = _resolve_selected(root, selected) if selected else discover_files(root)
     issues: list[ConfigIssue] = []
     settings = load_settings(root, issues)
-    volumes: dict[str, DesiredVolume] = {}
-    runs: dict[str, DesiredRun] = {}
-
-    for file in files:
-        document, file_issues = _read(root, file)
-        issues.extend(file_issues)
-        if document is None:
-            continue
-        config, config_issues = parse_configuration(document)
-        issues.extend(config_issues)
-        if isinstance(config, VolumeConfiguration):
-            _add_volume(volumes, document, config, file, issues)
-        elif isinstance(config, RunConfiguration):
-            _add_run(runs, config, file, issues, root)
+    volumes, runs = _load_configurations(root, files, issues)
 
     if issues:
         raise ConfigError(issues)
     return Project(root, settings, volumes, runs, files, selected_files=list(files) if selected else None)
+
+
+def _load_configurations(
+    root: Path, files: list[str], issues: list[ConfigIssue]
+) -> tuple[dict[str, DesiredVolume], dict[str, DesiredRun]]:
+    volumes: dict[str, DesiredVolume] = {}
+    runs: dict[str, DesiredRun] = {}
+    folder = _open_folder(root)
+    try:
+        for file in files:
+            document, file_issues = _read(root, file, folder)
+            issues.extend(file_issues)
+            if document is None:
+                continue
+            config, config_issues = parse_configuration(document)
+            issues.extend(config_issues)
+            if isinstance(config, VolumeConfiguration):
+                _add_volume(volumes, document, config, file, issues)
+            elif isinstance(config, RunConfiguration):
+                _add_run(runs, config, file, issues, root)
+    finally:
+        if folder is not None:
+            os.close(folder)
+    return volumes, runs
+
+
+def _open_folder(root: Path) -> int | None:
+    """Open `root` so that read_config_bytes can open files relative to it.
+
+    Returns None where O_PATH is missing or the open fails. O_PATH (Linux) needs no read
+    permission, so a folder that cannot be listed still works with -f.
+    """
+    flags = getattr(os, "O_PATH", None)
+    if flags is None:
+        return None
+    try:
+        return os.open(root, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
 
 
 def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
@@ -179,24 +206,25 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
-def _read(root: Path, file: str) -> tuple[Document | None, list[ConfigIssue]]:
-    raw, issue = read_config_bytes(root, file)
+def _read(root: Path, file: str, folder: int | None) -> tuple[Document | None, list[ConfigIssue]]:
+    raw, issue = read_config_bytes(root, file, folder)
     if issue is not None:
         return None, [issue]
     return load_document(file, raw)
 
 
-def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]:
+def read_config_bytes(root: Path, file: str, folder: int | None = None) -> tuple[bytes, ConfigIssue | None]:
     """Read a configuration file of the project, at most MAX_FILE_BYTES of it.
 
     A link that leads outside the project folder, and anything but a regular file (a FIFO
-    would block, /dev/zero would never end), is an issue instead of being read.
+    would block, /dev/zero would never end), is an issue instead of being read. `folder`, an
+    open descriptor of `root`, saves resolving the folder's path again for each file.
     """
     path = os.path.join(root, file)
     try:
         # Discovery never descends into a linked folder, and -f paths are resolved first, so a
         # file that is not itself a link is inside the project. Only a link pays for resolving.
-        descriptor = _open_unless_link(path)
+        descriptor = _open_unless_link(path) if folder is None else _open_unless_link(file, folder)
         if descriptor is None:
             target = Path(path).resolve(strict=True)
             if not target.is_relative_to(root.resolve()):
@@ -245,10 +273,13 @@ def _read_bounded(descriptor: int, size: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _open_unless_link(path: str) -> int | None:
-    """Open `path` for reading without blocking; return None when it is a symbolic link."""
+def _open_unless_link(path: str, folder: int | None = None) -> int | None:
+    """Open `path` (relative to the `folder` descriptor, if given) for reading without blocking.
+
+    Returns None when the path is a symbolic link.
+    """
     try:
-        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=folder)
     except OSError as error:
         if error.errno == errno.ELOOP:
             return None

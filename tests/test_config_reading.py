@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.project import _read_bounded, read_config_bytes
+from engine.project import _open_folder, _read_bounded, load_project, read_config_bytes
 
 
 def _open_descriptors() -> int:
@@ -74,4 +74,43 @@ def test_config_bytes_close_descriptor(tmp_path: Path) -> None:
 
     assert issue is None
     assert raw == b"type: volume\nname: v\n"
+    assert _open_descriptors() == before
+
+
+def _make_project(root: Path) -> list[str]:
+    """Write a file of each kind that reading treats differently, and return their names."""
+    (root / "sub").mkdir()
+    (root / "v.dstack.yml").write_text("type: volume\n")
+    (root / "sub" / "w.dstack.yml").write_text("type: task\n")
+    (root / "inside.dstack.yml").symlink_to(root / "v.dstack.yml")
+    outside = root.parent / f"{root.name}-outside.yml"
+    outside.write_text("type: volume\n")
+    (root / "outside.dstack.yml").symlink_to(outside)
+    (root / "loop.dstack.yml").symlink_to(root / "loop.dstack.yml")
+    os.mkfifo(root / "fifo.dstack.yml")
+    return ["v.dstack.yml", "sub/w.dstack.yml", "inside.dstack.yml", "outside.dstack.yml", "loop.dstack.yml",
+            "fifo.dstack.yml", "missing.dstack.yml"]  # fmt: skip
+
+
+def test_folder_descriptor_reads_alike(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    names = _make_project(root)
+    folder = _open_folder(root)
+    assert folder is not None
+
+    try:
+        for name in names:
+            assert read_config_bytes(root, name, folder) == read_config_bytes(root, name), name
+    finally:
+        os.close(folder)
+
+
+def test_load_project_closes_folder(tmp_path: Path) -> None:
+    (tmp_path / "v.dstack.yml").write_text("type: volume\nname: data\nbackend: aws\nregion: eu-west-1\nsize: 1GB\n")
+    before = _open_descriptors()
+
+    project = load_project(tmp_path)
+
+    assert list(project.volumes) == ["volume.data"]
     assert _open_descriptors() == before
