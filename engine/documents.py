@@ -27,10 +27,15 @@ class _TagResolver(Resolver):
     """PyYAML's SafeLoader resolver, resolving the text of each plain scalar once per process."""
 
     def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
-        # Without path resolvers, a plain scalar's tag depends on its text alone, and most texts
-        # (keys, backends, regions) repeat across files.
-        if kind is ScalarNode and implicit[0] and not self.yaml_path_resolvers:
-            return _plain_scalar_tag(value)
+        # Without path resolvers, a tag depends on the node's kind and, for a plain scalar, on its
+        # text alone. Most texts (keys, backends, regions) repeat across files.
+        if not self.yaml_path_resolvers:
+            if kind is ScalarNode:
+                return _plain_scalar_tag(value) if implicit[0] else self.DEFAULT_SCALAR_TAG
+            if kind is MappingNode:
+                return self.DEFAULT_MAPPING_TAG
+            if kind is SequenceNode:
+                return self.DEFAULT_SEQUENCE_TAG
         return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
 
 
