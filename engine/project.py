@@ -220,12 +220,12 @@ def read_config_bytes(root: Path, file: str, folder: int | None = None) -> tuple
     would block, /dev/zero would never end), is an issue instead of being read. `folder`, an
     open descriptor of `root`, saves resolving the folder's path again for each file.
     """
-    path = os.path.join(root, file)
     try:
         # Discovery never descends into a linked folder, and -f paths are resolved first, so a
         # file that is not itself a link is inside the project. Only a link pays for resolving.
-        descriptor = _open_unless_link(path) if folder is None else _open_unless_link(file, folder)
+        descriptor = _open_unless_link(root, file, folder)
         if descriptor is None:
+            path = os.path.join(root, file)
             target = Path(path).resolve(strict=True)
             if not target.is_relative_to(root.resolve()):
                 return b"", _read_issue(file, f"is a symbolic link to {target}, outside the project folder", _LINK_FIX)
@@ -273,11 +273,12 @@ def _read_bounded(descriptor: int, size: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _open_unless_link(path: str, folder: int | None = None) -> int | None:
-    """Open `path` (relative to the `folder` descriptor, if given) for reading without blocking.
+def _open_unless_link(root: Path, file: str, folder: int | None) -> int | None:
+    """Open a file of the project for reading without blocking; return None when it is a symbolic link.
 
-    Returns None when the path is a symbolic link.
+    The file is opened relative to `folder`, the open descriptor of `root`, when there is one.
     """
+    path = file if folder is not None else os.path.join(root, file)
     try:
         return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=folder)
     except OSError as error:
