@@ -72,7 +72,8 @@ def _parse_volume(document: Document, data: dict[Any, Any]) -> tuple[VolumeConfi
         issues.append(_backend_issue(document, data))
         return None, issues
 
-    known = {key: value for key, value in data.items() if key in allowed}
+    # Without unknown keys (the usual case) every key is known, and validating reads `data` as is.
+    known = {key: value for key, value in data.items() if key in allowed} if issues else data
     try:
         volume = model.model_validate(known)
     except ValidationError as error:

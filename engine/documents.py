@@ -7,19 +7,72 @@ the last one silently) and every field path can be traced back to its position i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from engine.errors import ConfigIssue
 
+
+class _TagResolver(Resolver):
+    """PyYAML's SafeLoader resolver, resolving the text of each plain scalar once per process."""
+
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        # Without path resolvers, a tag depends on the node's kind and, for a plain scalar, on its
+        # text alone. Most texts (keys, backends, regions) repeat across files.
+        if not self.yaml_path_resolvers:
+            if kind is ScalarNode:
+                return _plain_scalar_tag(value) if implicit[0] else self.DEFAULT_SCALAR_TAG
+            if kind is MappingNode:
+                return self.DEFAULT_MAPPING_TAG
+            if kind is SequenceNode:
+                return self.DEFAULT_SEQUENCE_TAG
+        return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+
+
+_SAFE_RESOLVER = Resolver()
+
+
+@functools.lru_cache(maxsize=65536)
+def _plain_scalar_tag(value: str) -> str:
+    return str(_SAFE_RESOLVER.resolve(ScalarNode, value, (True, False)))  # type: ignore[no-untyped-call]
+
+
+class _PythonComposer(Reader, Scanner, Parser, Composer, _TagResolver):
+    """PyYAML's pure-Python parser and composer with SafeLoader's tags."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        _TagResolver.__init__(self)
+
+
+_Composer: type[_PythonComposer] = _PythonComposer
 try:
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+    from yaml._yaml import CParser
+
+    class _LibyamlComposer(CParser, _TagResolver):
+        """libyaml's parser and composer with SafeLoader's tags. _Builder builds the values."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _TagResolver.__init__(self)
+
+    _Composer = _LibyamlComposer  # type: ignore[assignment]
+except ImportError:  # PyYAML built without libyaml
+    pass
+
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 # Aliases may point at the same node many times; this bounds the expanded size of a document.
@@ -28,6 +81,7 @@ MAX_NODES = 200_000
 FieldPath = tuple[str | int, ...]
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_FLATTENED_KEY_TAGS = frozenset({"tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"})
 
 
 @dataclass
@@ -99,7 +153,7 @@ def describe_value(value: object) -> str:
 class _Builder:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.constructor = SafeConstructor()
+        self._constructor: SafeConstructor | None = None
         self.positions: dict[FieldPath, tuple[int, int]] = {}
         self.key_positions: dict[FieldPath, tuple[int, int]] = {}
         self.issues: list[ConfigIssue] = []
@@ -119,9 +173,16 @@ class _Builder:
             return self.build_mapping(node, at)
         raise _Unsupported(node)
 
+    @property
+    def constructor(self) -> SafeConstructor:
+        # Made on first use: most files have no scalar that needs PyYAML's constructor.
+        if self._constructor is None:
+            self._constructor = SafeConstructor()
+        return self._constructor
+
     def build_mapping(self, node: MappingNode, at: FieldPath) -> dict[Any, Any]:
-        self.report_duplicates(node, at)
-        self.constructor.flatten_mapping(node)
+        if self.check_keys(node, at):
+            self.constructor.flatten_mapping(node)
 
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -145,9 +206,16 @@ class _Builder:
         except (ConstructorError, ValueError, TypeError, AttributeError, OverflowError) as error:
             raise _BadScalar(node, error) from None
 
-    def report_duplicates(self, node: MappingNode, at: FieldPath) -> None:
+    def check_keys(self, node: MappingNode, at: FieldPath) -> bool:
+        """Report duplicate keys, and return True when a merge (`<<`) or value (`=`) key needs flattening.
+
+        Flattening rewrites only those keys, so a mapping without them skips PyYAML's pass.
+        """
         seen: dict[str, int] = {}
+        needs_flattening = False
         for key_node, _ in node.value:
+            if key_node.tag in _FLATTENED_KEY_TAGS:
+                needs_flattening = True
             if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = key_node.value
@@ -166,6 +234,7 @@ class _Builder:
                 )
             else:
                 seen[key] = line
+        return needs_flattening
 
 
 class _TooLarge(Exception):
@@ -185,6 +254,18 @@ class _Unsupported(Exception):
         self.node = node
 
 
+def compose(text: str, composer_class: type[_PythonComposer] | None = None) -> Node | None:
+    """Parse one YAML document into its node tree, with the tags yaml.safe_load gives, or None when empty.
+
+    The composer is libyaml's when PyYAML was built with it; `composer_class` picks another.
+    """
+    composer = (composer_class or _Composer)(text)
+    try:
+        return composer.get_single_node()
+    finally:
+        composer.dispose()
+
+
 def load_document(path: str, text: bytes | str) -> tuple[Document | None, list[ConfigIssue]]:
     """Parse one file. Returns the document (None when it cannot be used) and its issues."""
     if len(text) > MAX_FILE_BYTES:
@@ -198,7 +279,7 @@ def load_document(path: str, text: bytes | str) -> tuple[Document | None, list[C
 
     builder = _Builder(path)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = compose(text)
         if node is None:
             return None, [_file_issue(path, "is empty", "Add a configuration with a type: key.")]
         data = builder.build(node, ())

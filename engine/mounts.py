@@ -9,9 +9,9 @@ must be absolute without `..`, and are normalised as dstack normalises them (Pur
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -26,7 +26,6 @@ from engine.volume_config import VOLUME_NAME_FIX, is_volume_name
 RESERVED_FOLDER = "workflow"
 NETWORK_MOUNT_KEYS = frozenset({"name", "path"})
 INSTANCE_MOUNT_KEYS = frozenset({"instance_path", "path", "optional"})
-_LAX_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 # Seconds that validating one name template may take across all the node ranks of its run. One
 # rendering is bounded in size by engine.templates; this bounds the product with the node count.
 RENDER_TIME_LIMIT = 10.0
@@ -125,7 +124,7 @@ def _parse_instance_mount(
     instance_path = _check_path(document, at + ("instance_path",), entry.get("instance_path"), issues)
     path = _check_path(document, at + ("path",), entry.get("path"), issues)
     try:
-        optional = _LAX_BOOL.validate_python(entry.get("optional", False))
+        optional = _lax_bool().validate_python(entry.get("optional", False))
     except ValidationError:
         issues.append(
             document.issue(
@@ -134,6 +133,12 @@ def _parse_instance_mount(
         )
         return None
     return InstanceMount(instance_path, path, optional) if instance_path and path else None
+
+
+@functools.cache
+def _lax_bool() -> TypeAdapter[bool]:
+    """Return pydantic's lax bool validator, built on first use: few runs mount instance folders."""
+    return TypeAdapter(bool)
 
 
 def _parse_network_mount(
@@ -175,8 +180,8 @@ def _network_mount(
 ) -> NetworkMount | None:
     if not path:
         return None
-    parts = PurePosixPath(path).parts
-    if len(parts) > 1 and parts[1] == RESERVED_FOLDER:
+    # `path` is normalised, so its first part follows the leading "/".
+    if path.split("/")[1] == RESERVED_FOLDER:
         issues.append(
             document.issue(
                 at,
@@ -219,7 +224,7 @@ def _check_path(document: Document, at: FieldPath, value: Any, issues: list[Conf
         problem = "contains a NUL character"
     elif not value.startswith("/"):
         problem = "must be an absolute path"
-    elif ".." in PurePosixPath(value).parts:
+    elif ".." in value.split("/"):
         problem = "must not contain .."
     elif "[" in value or "]" in value:
         # A mount's address is run.NAME.node[RANK].mount[PATH], so brackets would make it ambiguous.
@@ -229,8 +234,17 @@ def _check_path(document: Document, at: FieldPath, value: Any, issues: list[Conf
             document.issue(at, problem, value=value, fix="Write an absolute path such as /data, without .. parts.")
         )
         return ""
-    # PurePosixPath keeps a leading "//" (POSIX leaves its meaning open); a container path does not.
-    return "/" + str(PurePosixPath(value)).lstrip("/")
+    return normalize_path(value)
+
+
+def normalize_path(path: str) -> str:
+    """Normalise an absolute path as PurePosixPath does, but always with one leading "/".
+
+    PurePosixPath drops empty and "." parts, and keeps a leading "//" (POSIX leaves its meaning
+    open), which a container path does not. Splitting the text gives the same parts without a
+    Path object per mount.
+    """
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
 def check_mount_names(

@@ -17,7 +17,6 @@ from engine.errors import ConfigError, ConfigIssue, UsageError
 from engine.run_config import RunConfiguration
 from engine.state_settings import StateSettings, read_state_settings
 from providers.registry import PROVIDER_KINDS
-from state.files import read_bounded
 
 CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
 SETTINGS_FILE = "volplan.yml"
@@ -107,7 +106,8 @@ def run_name_for(file: str, config: RunConfiguration, root: Path | None = None) 
     `.dstack.yml`) the name of the folder that contains the file, the project folder included."""
     if config.name:
         return config.name
-    name = Path(file).name
+    # `file` is a relative POSIX path, so its name follows the last "/" and needs no Path object.
+    name = file.rsplit("/", 1)[-1]
     for suffix in CONFIG_SUFFIXES:
         if name.endswith(suffix) and name != suffix:
             return name[: -len(suffix)]
@@ -125,24 +125,50 @@ def load_project(root: Path, selected: list[str] | None = None) -> Project:
     files = _resolve_selected(root, selected) if selected else discover_files(root)
     issues: list[ConfigIssue] = []
     settings = load_settings(root, issues)
-    volumes: dict[str, DesiredVolume] = {}
-    runs: dict[str, DesiredRun] = {}
-
-    for file in files:
-        document, file_issues = _read(root, file)
-        issues.extend(file_issues)
-        if document is None:
-            continue
-        config, config_issues = parse_configuration(document)
-        issues.extend(config_issues)
-        if isinstance(config, VolumeConfiguration):
-            _add_volume(volumes, document, config, file, issues)
-        elif isinstance(config, RunConfiguration):
-            _add_run(runs, config, file, issues, root)
+    volumes, runs = _load_configurations(root, files, issues)
 
     if issues:
         raise ConfigError(issues)
     return Project(root, settings, volumes, runs, files, selected_files=list(files) if selected else None)
+
+
+def _load_configurations(
+    root: Path, files: list[str], issues: list[ConfigIssue]
+) -> tuple[dict[str, DesiredVolume], dict[str, DesiredRun]]:
+    volumes: dict[str, DesiredVolume] = {}
+    runs: dict[str, DesiredRun] = {}
+    folder = _open_folder(root)
+    try:
+        for file in files:
+            document, file_issues = _read(root, file, folder)
+            issues.extend(file_issues)
+            if document is None:
+                continue
+            config, config_issues = parse_configuration(document)
+            issues.extend(config_issues)
+            if isinstance(config, VolumeConfiguration):
+                _add_volume(volumes, document, config, file, issues)
+            elif isinstance(config, RunConfiguration):
+                _add_run(runs, config, file, issues, root)
+    finally:
+        if folder is not None:
+            os.close(folder)
+    return volumes, runs
+
+
+def _open_folder(root: Path) -> int | None:
+    """Open `root` so that read_config_bytes can open files relative to it.
+
+    Returns None where O_PATH is missing or the open fails. O_PATH (Linux) needs no read
+    permission, so a folder that cannot be listed still works with -f.
+    """
+    flags = getattr(os, "O_PATH", None)
+    if flags is None:
+        return None
+    try:
+        return os.open(root, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
 
 
 def _resolve_selected(root: Path, selected: list[str]) -> list[str]:
@@ -180,33 +206,38 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
-def _read(root: Path, file: str) -> tuple[Document | None, list[ConfigIssue]]:
-    raw, issue = read_config_bytes(root, file)
+def _read(root: Path, file: str, folder: int | None) -> tuple[Document | None, list[ConfigIssue]]:
+    raw, issue = read_config_bytes(root, file, folder)
     if issue is not None:
         return None, [issue]
     return load_document(file, raw)
 
 
-def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]:
+def read_config_bytes(root: Path, file: str, folder: int | None = None) -> tuple[bytes, ConfigIssue | None]:
     """Read a configuration file of the project, at most MAX_FILE_BYTES of it.
 
     A link that leads outside the project folder, and anything but a regular file (a FIFO
-    would block, /dev/zero would never end), is an issue instead of being read.
+    would block, /dev/zero would never end), is an issue instead of being read. `folder`, an
+    open descriptor of `root`, saves resolving the folder's path again for each file.
     """
-    path = os.path.join(root, file)
     try:
         # Discovery never descends into a linked folder, and -f paths are resolved first, so a
         # file that is not itself a link is inside the project. Only a link pays for resolving.
-        descriptor = _open_unless_link(path)
+        descriptor = _open_unless_link(root, file, folder)
         if descriptor is None:
+            path = os.path.join(root, file)
             target = Path(path).resolve(strict=True)
             if not target.is_relative_to(root.resolve()):
                 return b"", _read_issue(file, f"is a symbolic link to {target}, outside the project folder", _LINK_FIX)
             descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(descriptor, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        # Plain descriptor calls: a file object per file costs more than reading its few lines.
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
                 return b"", _read_issue(file, "is not a regular file", "Replace it with a YAML file.")
-            raw = read_bounded(handle, MAX_FILE_BYTES)
+            raw = _read_bounded(descriptor, info.st_size, MAX_FILE_BYTES)
+        finally:
+            os.close(descriptor)
     except OSError as error:
         return b"", _read_issue(file, f"cannot be read ({error.strerror or type(error).__name__})", "")
     except RuntimeError:
@@ -218,10 +249,38 @@ def read_config_bytes(root: Path, file: str) -> tuple[bytes, ConfigIssue | None]
 _LINK_FIX = "Keep configuration files inside the project folder, or run volplan with -C pointing at their folder."
 
 
-def _open_unless_link(path: str) -> int | None:
-    """Open `path` for reading without blocking; return None when it is a symbolic link."""
+def _read_bounded(descriptor: int, size: int, limit: int) -> bytes:
+    """Read an open regular file to its end, or `limit + 1` bytes if it contains more than `limit`.
+
+    The first read requests `size` (as fstat reported it) plus one byte, and fewer bytes than
+    requested are taken as the end of the file, so a file that did not grow takes one read.
+    NOTE: a file system that cut a read short before the end would truncate the file here.
+    """
+    expected = min(size, limit)
+    raw = os.read(descriptor, expected + 1)
+    if len(raw) <= expected:
+        return raw
+
+    # The file grew since fstat, or reports no size: read on up to the limit.
+    chunks = [raw]
+    total = len(raw)
+    while total <= limit:
+        chunk = os.read(descriptor, limit + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _open_unless_link(root: Path, file: str, folder: int | None) -> int | None:
+    """Open a file of the project for reading without blocking; return None when it is a symbolic link.
+
+    The file is opened relative to `folder`, the open descriptor of `root`, when there is one.
+    """
+    path = file if folder is not None else os.path.join(root, file)
     try:
-        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=folder)
     except OSError as error:
         if error.errno == errno.ELOOP:
             return None

@@ -66,7 +66,8 @@ class RunConfiguration:
 class _RunFields(BaseModel):
     """The scalar fields volplan reads, with dstack's types (pydantic's lax coercion included)."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Built on the first run file read, so that commands on projects without runs skip it.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     name: str | None = None
     nodes: int | None = Field(default=None, ge=1)

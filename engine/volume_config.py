@@ -34,7 +34,9 @@ def is_volume_name(text: str) -> bool:
 class VolumeConfiguration(BaseModel):
     """A network volume to create, or an existing one to register (external)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Each backend's validator is built when that backend's first file is read, not at import:
+    # a command usually reads volumes of one or two of the six backends.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     # The keys this backend's configuration accepts, set by each backend's model.
     FIELDS: ClassVar[frozenset[str]] = frozenset()

@@ -61,6 +61,19 @@ _OPTIONAL: dict[str, dict[str, FieldType]] = {
 }
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", dict: "a mapping", type(None): "null"}
 
+
+def _exact_types(expected: FieldType) -> frozenset[type]:
+    return frozenset(expected if isinstance(expected, tuple) else (expected,))
+
+
+# Per kind: (field, exact types, required). A value of one of these exact types always passes
+# _has_type, so a record whose fields all match needs no closer look.
+_EXACT_TYPES: dict[str, tuple[tuple[str, frozenset[type], bool], ...]] = {
+    kind: tuple((name, _exact_types(expected), True) for name, expected in required.items())
+    + tuple((name, _exact_types(expected), False) for name, expected in _OPTIONAL.get(kind, {}).items())
+    for kind, required in _REQUIRED.items()
+}
+
 # `run.NAME.node[INDEX]`: the index is a whole number written without leading zeros.
 _NODE_SUFFIX = re.compile(r"\.node\[(0|[1-9][0-9]*)\]")
 
@@ -90,11 +103,11 @@ def check_records(resources: list[Any]) -> tuple[dict[str, Record], list[Problem
             continue
         indexed[address] = record
         positions[address] = position
-        problems.extend(Problem(position, name, text) for name, text in _record_problems(record))
+        found = _record_problems(record)
+        if found:
+            problems.extend(Problem(position, name, text) for name, text in found)
 
-    problems.extend(_nesting_problems(indexed, positions))
-    problems.extend(_duplicate_id_problems(indexed, positions, "volume"))
-    problems.extend(_duplicate_id_problems(indexed, positions, "node"))
+    problems.extend(_cross_record_problems(indexed, positions))
     return indexed, sorted(problems, key=lambda problem: problem.position)
 
 
@@ -104,11 +117,26 @@ def _record_problems(record: Record) -> list[tuple[str, str]]:
     if kind not in KINDS:
         return [("kind", f"kind is {_show(kind)}, expected one of {', '.join(KINDS)}")]
 
-    problems = list(_type_problems(record, str(kind)))
-    if problems:
-        return problems
-    checks = {"volume": _volume_problems, "run": _run_problems, "node": _node_problems, "mount": _mount_problems}
-    return checks[str(kind)](record)
+    if not _types_match(record, _EXACT_TYPES[kind]):
+        problems = _type_problems(record, kind)
+        if problems:
+            return problems
+    return _VALUE_CHECKS[kind](record)
+
+
+def _types_match(record: Record, fields: tuple[tuple[str, frozenset[type], bool], ...]) -> bool:
+    """Return True when every field has one of its exact JSON types, and False when a field needs a closer look.
+
+    json.loads builds only exact str, int, float, bool, dict, list and None values, so one set
+    lookup per field settles nearly every record without the isinstance checks of _has_type.
+    """
+    for name, exact, required in fields:
+        if name in record:
+            if type(record[name]) not in exact:
+                return False
+        elif required:
+            return False
+    return True
 
 
 def _type_problems(record: Record, kind: str) -> list[tuple[str, str]]:
@@ -124,10 +152,14 @@ def _type_problems(record: Record, kind: str) -> list[tuple[str, str]]:
 def _volume_problems(record: Record) -> list[tuple[str, str]]:
     problems = []
     name = record["name"]
-    if not is_volume_name(name):
+    valid_name = is_volume_name(name)
+    if not valid_name:
         problems.append(("name", f"name {_show(name)} is not a valid volume name. {VOLUME_NAME_FIX}"))
     address = record["address"]
-    if not address.startswith("volume.") or not is_volume_name(address.removeprefix("volume.")):
+    if valid_name and address == "volume." + name:
+        # The usual record: its address is built from a valid name, so it passes both address checks.
+        pass
+    elif not address.startswith("volume.") or not is_volume_name(address.removeprefix("volume.")):
         problems.append(("address", f"address {_show(address)} is not volume.NAME with a valid volume name"))
     elif address != f"volume.{name}" and record.get(PENDING_RENAME) is not True:
         problems.append(
@@ -141,7 +173,7 @@ def _volume_problems(record: Record) -> list[tuple[str, str]]:
     if size is not None and not 1 <= size <= MAX_SIZE_GB:
         problems.append(("size_gb", f"size_gb is {_show(size)}, expected a whole number of GB from 1 to {MAX_SIZE_GB}"))
     tags = record.get("tags", {})
-    if not all(isinstance(key, str) and isinstance(value, str) for key, value in tags.items()):
+    if tags and not all(isinstance(key, str) and isinstance(value, str) for key, value in tags.items()):
         problems.append(("tags", f"tags is {_show(tags)}, expected a mapping of strings to strings"))
     problems.extend(_id_problems(record))
     return problems
@@ -188,34 +220,42 @@ def _id_problems(record: Record) -> list[tuple[str, str]]:
     return []
 
 
-def _nesting_problems(indexed: Mapping[str, Record], positions: Mapping[str, int]) -> list[Problem]:
-    """A node's run and a mount's node must be recorded, with the kind that the field names."""
-    problems = []
+_PARENT_FIELDS = {"node": "run", "mount": "node"}
+
+
+def _cross_record_problems(indexed: Mapping[str, Record], positions: Mapping[str, int]) -> list[Problem]:
+    """Check what spans records, in one pass over them.
+
+    A node's run and a mount's node must be recorded, with the kind that the field names. No two
+    volumes, and no two nodes, may record the same provider id. The nesting problems come before
+    the duplicate ids, which the caller's stable sort by position keeps for a record with both.
+    """
+    nesting: list[Problem] = []
+    duplicate_ids: list[Problem] = []
+    first_ids: dict[str, dict[str, str]] = {"volume": {}, "node": {}}
     for address, record in indexed.items():
-        parent_field = {"node": "run", "mount": "node"}.get(str(record.get("kind")))
+        kind = record.get("kind")
+        parent_field = _PARENT_FIELDS.get(kind) if isinstance(kind, str) else None
         parent = record.get(parent_field) if parent_field else None
-        if parent_field is None or not isinstance(parent, str):
-            continue
-        found = indexed.get(parent)
-        if found is None or found.get("kind") != parent_field:
-            text = f"{parent_field} {parent} is not recorded as a {parent_field}"
-            problems.append(Problem(positions[address], parent_field, text))
-    return problems
+        if parent_field is not None and isinstance(parent, str):
+            found = indexed.get(parent)
+            if found is None or found.get("kind") != parent_field:
+                text = f"{parent_field} {parent} is not recorded as a {parent_field}"
+                nesting.append(Problem(positions[address], parent_field, text))
 
-
-def _duplicate_id_problems(indexed: Mapping[str, Record], positions: Mapping[str, int], kind: str) -> list[Problem]:
-    first: dict[str, str] = {}
-    problems = []
-    for address, record in indexed.items():
+        first = first_ids.get(kind) if isinstance(kind, str) else None
         value = record.get("id")
-        if record.get("kind") != kind or not isinstance(value, str):
+        if first is None or not isinstance(value, str):
             continue
         if value in first:
             text = f"id {value} is also recorded by {first[value]}; each {kind} has one address"
-            problems.append(Problem(positions[address], "id", text))
+            duplicate_ids.append(Problem(positions[address], "id", text))
         else:
             first[value] = address
-    return problems
+    return nesting + duplicate_ids
+
+
+_VALUE_CHECKS = {"volume": _volume_problems, "run": _run_problems, "node": _node_problems, "mount": _mount_problems}
 
 
 def _has_type(value: Any, expected: FieldType) -> bool:

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
-from engine.documents import MAX_FILE_BYTES, load_document
+from engine.documents import MAX_FILE_BYTES, _Composer, _PythonComposer, _TagResolver, compose, load_document
 
 
 def test_positions_follow_field_paths() -> None:
@@ -90,3 +94,61 @@ def test_non_scalar_key_rejected() -> None:
     document, issues = load_document("k.yml", "? [a, b]\n: value\n")
     assert document is None
     assert "YAML key or tag" in issues[0].problem
+
+
+def test_value_key_read_as_pyyaml() -> None:
+    text = "=: first\nname: x\n"
+    document, issues = load_document("v.yml", text)
+    assert issues == []
+    assert document is not None
+    assert document.data == yaml.safe_load(text)
+
+
+# Plain scalars that PyYAML's implicit resolvers read as every type, and near misses of each.
+_SCALARS = [
+    "data", "yes", "No", "off", "TRUE", "y", "~", "null", "Null", "nul", "", "0", "-1", "+7", "0x1F",
+    "0o17", "017", "1_000", "1:30", "1.5", "1e3", "1.0e+3", ".inf", "-.Inf", ".nan", "1.", "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00", "2001-13-99", "<<", "=", "'123'", '"yes"', "!!str 5", "a b", "$<< x >>",
+]  # fmt: skip
+
+
+def _tags(node: yaml.Node) -> list[str]:
+    tags = [node.tag]
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            tags += _tags(key) + _tags(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            tags += _tags(item)
+    return tags
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_SCALARS), st.sampled_from(_SCALARS)), min_size=1, max_size=6),
+    st.lists(st.sampled_from(_SCALARS), max_size=4),
+)
+def test_composer_tags_match_safe_loader(pairs: list[tuple[str, str]], items: list[str]) -> None:
+    lines = [f"{key}: {value}" for key, value in pairs]
+    lines.append(f"list: [{', '.join(item or '~' for item in items)}]")
+    text = "\n".join(lines) + "\n"
+    try:
+        expected = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+
+    for composer_class in {_Composer, _PythonComposer}:
+        composed = compose(text, composer_class)
+
+        assert composed is not None
+        assert expected is not None
+        assert _tags(composed) == _tags(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_SCALARS), st.booleans(), st.booleans())
+def test_tag_resolver_matches_pyyaml(value: str, plain: bool, quoted: bool) -> None:
+    for kind in (ScalarNode, SequenceNode, MappingNode):
+        expected = Resolver().resolve(kind, value, (plain, quoted))  # type: ignore[no-untyped-call]
+
+        assert _TagResolver().resolve(kind, value, (plain, quoted)) == expected

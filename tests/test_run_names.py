@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from engine.project import run_name_for
+from engine.run_config import RunConfiguration
 from tests.conftest import run, write
 
 
@@ -56,3 +60,21 @@ def test_unmatched_protect_entry_warns(project: Path, local_root: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert "protect: lists volume.datasett" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        ("train.dstack.yml", "train"),
+        ("a/b/train.dstack.yaml", "train"),
+        ("a/b/.dstack.yml", "b"),
+        ("a/.dstack.yaml", "a"),
+        (".dstack.yml", "project"),
+    ],
+)
+def test_run_name_from_file_path(tmp_path: Path, file: str, expected: str) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    config = RunConfiguration(type="task", name=None, body={})
+
+    assert run_name_for(file, config, root) == expected

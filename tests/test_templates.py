@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,6 +90,37 @@ def test_fast_path_skips_jinja_for_plain_references() -> None:
     assert render_fast("data-$<< dstack.node_rank >>-${{ dstack.job_num }}", 5) == "data-5-5"
     assert render_fast("data-$<< dstack.node_rank + 1 >>", 5) is None
     assert render_fast("data-$<< run.name >>", 5) is None
+
+
+_IMPORT_CHECK = """
+import sys
+from pathlib import Path
+from engine.project import load_project
+load_project(Path(sys.argv[1]))
+print("jinja2" in sys.modules)
+from engine.templates import render_volume_name
+print(render_volume_name(sys.argv[2], 1), "jinja2" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("data-$<< dstack.node_rank >>", "False\ndata-1 False\n"),
+        ("data-$<< dstack.node_rank + 1 >>", "False\ndata-2 True\n"),
+    ],
+)
+def test_jinja_imported_only_for_sandbox(tmp_path: Path, template: str, expected: str) -> None:
+    (tmp_path / "train.dstack.yml").write_text(
+        "type: task\nnodes: 2\ncommands: [python train.py]\nvolumes:\n  - data-$<< dstack.node_rank >>:/data\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_CHECK, str(tmp_path), template], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
 
 
 def _outcome(render: object, template: str, rank: int) -> tuple[str, str]:
