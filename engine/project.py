@@ -17,6 +17,7 @@ from engine.errors import ConfigError, ConfigIssue, UsageError
 from engine.run_config import RunConfiguration
 from engine.state_settings import StateSettings, read_state_settings
 from providers.registry import PROVIDER_KINDS
+from state.files import read_bounded
 
 CONFIG_SUFFIXES = (".dstack.yml", ".dstack.yaml")
 SETTINGS_FILE = "volplan.yml"
@@ -235,7 +236,7 @@ def read_config_bytes(root: Path, file: str, folder: int | None = None) -> tuple
             info = os.fstat(descriptor)
             if not stat.S_ISREG(info.st_mode):
                 return b"", _read_issue(file, "is not a regular file", "Replace it with a YAML file.")
-            raw = _read_bounded(descriptor, info.st_size, MAX_FILE_BYTES)
+            raw = read_bounded(descriptor, info.st_size, MAX_FILE_BYTES)
         finally:
             os.close(descriptor)
     except OSError as error:
@@ -247,30 +248,6 @@ def read_config_bytes(root: Path, file: str, folder: int | None = None) -> tuple
 
 
 _LINK_FIX = "Keep configuration files inside the project folder, or run volplan with -C pointing at their folder."
-
-
-def _read_bounded(descriptor: int, size: int, limit: int) -> bytes:
-    """Read an open regular file to its end, or `limit + 1` bytes if it contains more than `limit`.
-
-    The first read requests `size` (as fstat reported it) plus one byte, and fewer bytes than
-    requested are taken as the end of the file, so a file that did not grow takes one read.
-    NOTE: a file system that cut a read short before the end would truncate the file here.
-    """
-    expected = min(size, limit)
-    raw = os.read(descriptor, expected + 1)
-    if len(raw) <= expected:
-        return raw
-
-    # The file grew since fstat, or reports no size: read on up to the limit.
-    chunks = [raw]
-    total = len(raw)
-    while total <= limit:
-        chunk = os.read(descriptor, limit + 1 - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
 
 
 def _open_unless_link(root: Path, file: str, folder: int | None) -> int | None:

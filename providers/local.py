@@ -412,8 +412,11 @@ class LocalProvider(Provider):
         self._volume_folder(volume_id)
         path = self.path(f"{volume_id}/{METADATA}")
         try:
-            with open(path, "rb", opener=_open_regular) as handle:
-                raw = read_bounded(handle, _MAX_METADATA_BYTES)
+            descriptor = _open_regular(str(path), os.O_RDONLY)
+            try:
+                raw = read_bounded(descriptor, os.fstat(descriptor).st_size, _MAX_METADATA_BYTES)
+            finally:
+                os.close(descriptor)
         except FileNotFoundError:
             return None
         except OSError as error:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 from state.locking import FILE_MODE
 
@@ -36,15 +35,25 @@ def fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
-def read_bounded(handle: BinaryIO, limit: int) -> bytes:
-    """Read the open file to its end, or `limit + 1` bytes if it holds more than `limit`.
+def read_bounded(descriptor: int, size: int, limit: int) -> bytes:
+    """Read an open regular file to its end, or `limit + 1` bytes if it contains more than `limit`.
 
-    The first read asks for the size fstat reports, plus one byte to see the end: asking for
-    `limit + 1` bytes at once would make Python allocate that much for every small file.
-    Files that report no size (as in /proc) or grew since are read on up to the limit.
+    The first read requests `size` (as fstat reported it) plus one byte, and fewer bytes than
+    requested are taken as the end of the file, so a file that did not grow takes one read.
+    NOTE: a file system that cut a read short before the end would truncate the file here.
     """
-    expected = min(os.fstat(handle.fileno()).st_size, limit)
-    raw = handle.read(expected + 1)
+    expected = min(size, limit)
+    raw = os.read(descriptor, expected + 1)
     if len(raw) <= expected:
         return raw
-    return raw + handle.read(limit + 1 - len(raw))
+
+    # The file grew since fstat, or reports no size: read on up to the limit.
+    chunks = [raw]
+    total = len(raw)
+    while total <= limit:
+        chunk = os.read(descriptor, limit + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.project import _open_folder, _read_bounded, load_project, read_config_bytes
+from engine.project import _open_folder, load_project, read_config_bytes
+from state.files import read_bounded
 
 
 def _open_descriptors() -> int:
@@ -17,7 +18,7 @@ def test_read_bounded_regular_file(tmp_path: Path) -> None:
     path.write_bytes(b"type: volume\n")
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        assert _read_bounded(descriptor, 13, 100) == b"type: volume\n"
+        assert read_bounded(descriptor, 13, 100) == b"type: volume\n"
     finally:
         os.close(descriptor)
 
@@ -27,7 +28,7 @@ def test_read_bounded_stops_past_limit(tmp_path: Path) -> None:
     path.write_bytes(b"x" * 50)
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        assert _read_bounded(descriptor, 50, 10) == b"x" * 11
+        assert read_bounded(descriptor, 50, 10) == b"x" * 11
     finally:
         os.close(descriptor)
 
@@ -38,7 +39,7 @@ def test_read_bounded_grown_file(tmp_path: Path) -> None:
     path.write_bytes(b"y" * 40)
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        assert _read_bounded(descriptor, 5, 100) == b"y" * 40
+        assert read_bounded(descriptor, 5, 100) == b"y" * 40
     finally:
         os.close(descriptor)
 
@@ -49,7 +50,7 @@ def test_read_bounded_unsized_pipe() -> None:
     os.write(writer, b"a" * 30)
     os.close(writer)
     try:
-        assert _read_bounded(reader, 0, 20) == b"a" * 21
+        assert read_bounded(reader, 0, 20) == b"a" * 21
     finally:
         os.close(reader)
 
