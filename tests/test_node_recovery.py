@@ -93,7 +93,7 @@ def test_apply_sweeps_what_killed_node_calls_left(provider: LocalProvider) -> No
     assert provider.find_leftovers() == []
 
 
-def test_sweep_reads_no_node_after_changes_that_finished(provider: LocalProvider) -> None:
+def test_clean_marker_skips_node_reads(provider: LocalProvider) -> None:
     volume_id = make_volume(provider, "data")
     node_id = make_node(provider, 0)
     provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id))
@@ -104,7 +104,7 @@ def test_sweep_reads_no_node_after_changes_that_finished(provider: LocalProvider
     assert provider.remove_leftovers() == []
 
 
-def test_change_cut_short_leaves_the_sweep_to_look(provider: LocalProvider, monkeypatch: MonkeyPatch) -> None:
+def test_failed_change_keeps_sweep_on(provider: LocalProvider, monkeypatch: MonkeyPatch) -> None:
     volume_id = make_volume(provider, "data")
     node_id = make_node(provider, 0)
 
