@@ -6,6 +6,7 @@ with groups of 2 and 3 nodes has ranks 0 to 4. Service replicas all have rank 0.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,6 @@ GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 NODE_GROUP_KEYS = frozenset({"name", "nodes", "resources", "commands", "ports"})
 # Top-level keys a task may not set when it has groups: each group sets its own.
 _GROUP_ONLY_TASK_KEYS = ("commands", "ports", "entrypoint")
-_LAX_INT: TypeAdapter[int] = TypeAdapter(int)
 
 
 @dataclass(frozen=True)
@@ -252,9 +252,15 @@ def _parse_range(value: Any) -> tuple[int | None, int | None] | None:
     return low, high
 
 
+@functools.cache
+def _lax_int() -> TypeAdapter[int]:
+    """Return pydantic's lax int validator, built on first use: a project of volumes alone never needs it."""
+    return TypeAdapter(int)
+
+
 def _whole_number(value: Any) -> int | None:
     """Read an integer as pydantic's lax mode does (`"2"`, `2.0` and `true` included); None if invalid."""
     try:
-        return _LAX_INT.validate_python(value)
+        return _lax_int().validate_python(value)
     except ValidationError:
         return None
