@@ -79,7 +79,7 @@ class Prepared:
 
     @cached_property
     def graph(self) -> nx.DiGraph:
-        """The plan's dependency graph, built when first asked for: a plan without changes needs none."""
+        """The plan's dependency graph, built on first use: a plan without changes needs none."""
         return build_graph(self.plan)
 
 

@@ -374,7 +374,7 @@ class LocalProvider(Provider):
         """List (and with `remove`, delete) the temporary folders of killed creates and the
         trash folders of interrupted deletes."""
         try:
-            # Only leftovers are sorted: the root holds a folder per volume.
+            # Only leftovers are sorted, because the root contains a folder per volume.
             entries = [
                 entry for entry in os.scandir(self.root) if entry.name.startswith((TRASH_PREFIX, STAGING_PREFIX))
             ]

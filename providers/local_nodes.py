@@ -16,7 +16,7 @@ A killed start can leave a `.tmp-` folder and a token marker whose node never ap
 killed stop can leave a `.trash-` folder and the stopped node's marker. `sweep_leftovers`
 finds them, and removes them when apply starts. Every change takes the nodes lock, removes
 `.clean` before its first write and puts it back after its last, so a sweep that finds the
-marker under the lock knows that nothing was left half done and reads no node at all.
+marker under the lock has found that nothing was left half done, and reads no node at all.
 
 A network mount is a symbolic link from the node's root tree to the volume's `data/` folder,
 so a file written through the mount lands in the volume. An instance mount links to the
@@ -543,7 +543,7 @@ class LocalNodes:
         """Return a node's metadata for reading only, from the cache while the file is unchanged.
 
         Refresh, the live holders of every attached volume and the sweep each look at every
-        node; with the cache, one command parses each node.json once and only stats it after.
+        node. With the cache, one command parses each node.json once and then only stats it.
         """
         _check_node_id(node_id)
         # String paths: these run once per node, and a Path per node costs more.
@@ -725,7 +725,7 @@ def _check_node_id(node_id: str) -> None:
 
 
 def _file_key(found: os.stat_result) -> tuple[int, ...]:
-    """What tells one version of a file from the next: writes replace the file, so its inode changes."""
+    """Return what distinguishes one version of a file from the next: writes replace the file, so its inode changes."""
     return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
