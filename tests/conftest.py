@@ -21,8 +21,9 @@ from tests.s3_server import aws_env, moto_endpoint, s3  # noqa: F401  (fixtures 
 
 @pytest.fixture(autouse=True)
 def _unfreeze_collected() -> Iterator[None]:
-    """Commands run in this process freeze what they leave alive (engine.collection); a
-    command ends its process, but tests share one, so each test gives it back to the collector."""
+    """Give what a test's commands froze (engine.collection) back to the collector.
+
+    A command's process ends with the command, but tests share one process."""
     yield
     gc.unfreeze()
 

@@ -68,7 +68,7 @@ def test_apply_sweeps_what_killed_node_calls_left(provider: LocalProvider) -> No
     metadata = json.loads((provider.root / volume_id / METADATA).read_text())
     (provider.root / volume_id / METADATA).write_text(json.dumps(dict(metadata, attachments=[])))
     provider.nodes.root_path(node_id, "/other").unlink()
-    # Killed calls never put back the marker that says no change was cut short.
+    # Killed calls never restore the marker that records that no change was cut short.
     (nodes / ".clean").unlink()
     before = sorted(str(path) for path in nodes.rglob("*"))
 
@@ -109,10 +109,10 @@ def test_failed_change_keeps_sweep_on(provider: LocalProvider, monkeypatch: Monk
     node_id = make_node(provider, 0)
 
     # A full disk cannot be set up here: the link call fails as it would on one.
-    def refuse(*args: object, **kwargs: object) -> None:
+    def fail_link(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("providers.local_nodes.os.symlink", refuse)
+    monkeypatch.setattr("providers.local_nodes.os.symlink", fail_link)
     with pytest.raises(OSError):
         provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id))
     monkeypatch.undo()

@@ -271,7 +271,7 @@ def test_import_warns_other_lineage(project: Path, provider: LocalProvider) -> N
     assert "was created by another state (lineage other)" in result.stdout
 
 
-def test_import_first_resource_warns_other_lineage(project: Path, provider: LocalProvider) -> None:
+def test_import_without_state_warns_lineage(project: Path, provider: LocalProvider) -> None:
     made = provider.create_volume(VolumeSpec("volume.x", "outside", "aws", "eu-central-1", None, 100, {}, "other"), "t")
     volume_file(project, "data")
 

@@ -136,7 +136,7 @@ def test_delete_managed_volume(project: Path, local_root: Path) -> None:
     assert "still defines" not in result.stdout
 
 
-def test_delete_answered_no_says_delete_cancelled(project: Path, local_root: Path) -> None:
+def test_delete_answered_no_cancels(project: Path, local_root: Path) -> None:
     volume_file(project, "data")
     run(project, "apply", "-y")
     (project / "data.dstack.yml").unlink()
