@@ -598,6 +598,9 @@ class LocalNodes:
         return metadata
 
     def _write(self, node_id: str, metadata: dict[str, Any]) -> None:
+        # The new file can get the old one's freed inode, and on a file system with coarse
+        # times (whole seconds on ext3 or HFS+) the same key, so the cache cannot tell them apart.
+        self._cache.pop(node_id, None)
         path = self._node_folder(node_id) / NODE_METADATA
         temporary = path.with_name(f".{NODE_METADATA}.tmp-{uuid.uuid4().hex[:8]}")
         _write_json(temporary, metadata)
@@ -744,7 +747,12 @@ def _check_node_id(node_id: str) -> None:
 
 
 def _file_key(found: os.stat_result) -> tuple[int, ...]:
-    """What tells one version of a file from the next: writes replace the file, so its inode changes."""
+    """What tells one version of a file from the next: writes replace the file, so its inode changes.
+
+    NOTE: a freed inode is often reused at once, so on a file system with coarse times a write
+    by another process within one tick, of a file of the same size, can keep the same key.
+    This process's own writes drop the cached entry instead (see _write).
+    """
     return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 

@@ -8,7 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest import MonkeyPatch
 
 from providers.base import MountSpec
 from providers.local import LocalProvider
@@ -71,10 +77,7 @@ def test_killed_start_found_after_later_change(provider: LocalProvider) -> None:
     assert not list((provider.root / "nodes").glob(".tmp-*"))
 
 
-def test_failed_change_found_after_later_change(provider: LocalProvider, monkeypatch: object) -> None:
-    from pytest import MonkeyPatch
-
-    assert isinstance(monkeypatch, MonkeyPatch)
+def test_failed_change_found_after_later_change(provider: LocalProvider, monkeypatch: MonkeyPatch) -> None:
     volume_id = make_volume(provider, "data")
     other_id = make_volume(provider, "other")
     node_id = make_node(provider, 0)
@@ -85,10 +88,8 @@ def test_failed_change_found_after_later_change(provider: LocalProvider, monkeyp
 
     with monkeypatch.context() as patch:
         patch.setattr("providers.local_nodes.os.symlink", refuse)
-        try:
+        with pytest.raises(OSError):
             provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id))
-        except OSError:
-            pass
     # The next attach of the same apply succeeds.
     provider.attach_volume(MountSpec(node_id, "/other", "aws", other_id))
 
@@ -116,3 +117,48 @@ def test_stop_whose_files_remain_is_swept(provider: LocalProvider) -> None:
                     os.chmod(path, 0o700)
 
     assert any("1 folder(s) of interrupted node stops" in line for line in found)
+
+
+class _SecondStat:
+    """A stat result whose times have whole seconds, as ext3, HFS+ or ext4 with 128-byte inodes give."""
+
+    def __init__(self, found: os.stat_result) -> None:
+        self._found = found
+        self.st_mtime_ns = found.st_mtime_ns // 10**9 * 10**9
+        self.st_ctime_ns = found.st_ctime_ns // 10**9 * 10**9
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._found, name)
+
+
+@contextmanager
+def second_timestamps(monkeypatch: MonkeyPatch) -> Iterator[None]:
+    """Report file times in whole seconds.
+
+    This kernel stamps files to the nanosecond, so a file system with coarser times cannot be
+    made here: stat and fstat are wrapped instead, only while the body runs.
+    """
+    real: dict[str, Callable[..., os.stat_result]] = {"stat": os.stat, "fstat": os.fstat}
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "stat", lambda *args, **kwargs: _SecondStat(real["stat"](*args, **kwargs)))
+        patch.setattr(os, "fstat", lambda *args, **kwargs: _SecondStat(real["fstat"](*args, **kwargs)))
+        yield
+
+
+def test_node_cache_sees_swapped_mount(provider: LocalProvider, monkeypatch: MonkeyPatch) -> None:
+    volumes = [make_volume(provider, "data"), make_volume(provider, "logs")]
+    node_id = make_node(provider, 0)
+    provider.attach_volume(MountSpec(node_id, "/a", "aws", volumes[0]))
+
+    # Each swap rewrites node.json twice with records of the same size, and ext4 often gives
+    # the second file the first one's freed inode: within one second, its key is the same.
+    with second_timestamps(monkeypatch):
+        for swap in range(1, 21):
+            old, new = volumes[(swap - 1) % 2], volumes[swap % 2]
+            assert provider.refresh_nodes([node_id])[node_id].mounts["/a"].volume_id == old
+            provider.detach_volume(MountSpec(node_id, "/a", "aws", old), force=False)
+            provider.attach_volume(MountSpec(node_id, "/a", "aws", new))
+
+            mounts = provider.refresh_nodes([node_id])[node_id].mounts
+            assert "/a" in mounts, f"swap {swap}: the mount of {new} is missing"
+            assert mounts["/a"].volume_id == new
