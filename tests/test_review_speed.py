@@ -3,6 +3,7 @@ metadata cache, and the loading and planning fast paths, each against what volpl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pytest import MonkeyPatch
 
 from providers.base import MountSpec
 from providers.local import LocalProvider
+from tests.conftest import run, volume_file
 from tests.test_local_nodes import make_node, make_volume
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -162,3 +164,21 @@ def test_node_cache_sees_swapped_mount(provider: LocalProvider, monkeypatch: Mon
             mounts = provider.refresh_nodes([node_id])[node_id].mounts
             assert "/a" in mounts, f"swap {swap}: the mount of {new} is missing"
             assert mounts["/a"].volume_id == new
+
+
+def test_saved_plan_cycle_writes_nothing(project: Path, tmp_path: Path) -> None:
+    volume_file(project, "alpha")
+    volume_file(project, "beta")
+    saved = tmp_path / "cycle.plan"
+    assert run(project, "plan", "--out", str(saved)).exit_code == 0
+    # A plan file edited by hand: two creates that each wait for the other.
+    data = json.loads(saved.read_text())
+    data["edges"] = [["volume.alpha", "volume.beta"], ["volume.beta", "volume.alpha"]]
+    saved.write_text(json.dumps(data))
+
+    result = run(project, "apply", str(saved))
+
+    assert result.exit_code == 1
+    assert "Dependency cycle" in result.stderr
+    assert not (project / "volplan.state.json").exists()
+    assert not (project / "volplan.state.json.journal").exists()
