@@ -17,8 +17,8 @@ killed stop can leave a `.trash-` folder and the stopped node's marker. `sweep_l
 finds them, and removes them when apply starts. Every change takes the nodes lock, removes
 `.clean` before its first write and puts it back after its last, unless the marker was already
 missing or the change left files it could not remove. Only a sweep that removed every leftover
-creates a missing marker again. So a sweep that finds the marker under the lock knows that
-nothing was left half done, and reads no node at all.
+creates a missing marker again. So when a sweep finds the marker under the lock, nothing was
+left half done, and the sweep reads no node at all.
 
 A network mount is a symbolic link from the node's root tree to the volume's `data/` folder,
 so a file written through the mount lands in the volume. An instance mount links to the
@@ -622,8 +622,8 @@ class LocalNodes:
     def locked(self, *, changes: bool = True) -> Iterator[None]:
         """Hold the nodes lock, for this process's threads and for other processes.
 
-        With `changes`, the clean marker is removed before the body runs and put back only
-        when the body returns and the marker was there before, so a body cut short by a kill or
+        With `changes`, the clean marker is removed before the body runs. It is put back only
+        when the body returns and the marker was there before. So a body cut short by a kill or
         an error leaves it missing until a sweep has removed what the body left.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -631,8 +631,8 @@ class LocalNodes:
             descriptor = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
-                # Only a change that started clean may put the marker back: a missing marker
-                # stands for another change's leftovers until a sweep removes them.
+                # Only a change that started clean may put the marker back, because a missing
+                # marker means another change may have left files until a sweep removes them.
                 was_clean = changes and (self._mark_busy() or self._is_unused())
                 self._left_files = False
                 yield
@@ -655,7 +655,7 @@ class LocalNodes:
         return True
 
     def _is_unused(self) -> bool:
-        """Return whether the folder holds nothing but the lock file, as before the first change."""
+        """Return whether the folder contains nothing but the lock file, as before the first change."""
         with os.scandir(self.folder) as entries:
             return all(entry.name == ".lock" for entry in entries)
 

@@ -85,11 +85,11 @@ def test_failed_change_found_after_later_change(provider: LocalProvider, monkeyp
     node_id = make_node(provider, 0)
     provider.remove_leftovers()
 
-    def refuse(*args: object, **kwargs: object) -> None:
+    def fail_with_full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr("providers.local_nodes.os.symlink", refuse)
+        patch.setattr("providers.local_nodes.os.symlink", fail_with_full_disk)
         with pytest.raises(OSError):
             provider.attach_volume(MountSpec(node_id, "/data", "aws", volume_id))
     # The next attach of the same apply succeeds.
