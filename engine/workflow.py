@@ -308,6 +308,8 @@ def execute_plan(
     outcome: ApplyOutcome,
 ) -> ApplyOutcome:
     """Run the plan's steps and fold their results into the state. The caller holds the lock."""
+    # Built before the first write: a saved plan's edges may form a cycle, which raises PlanError.
+    graph = prepared.graph
     state = prepared.state
     if state is None:
         # The lineage is durable before the first provider call.
@@ -320,7 +322,7 @@ def execute_plan(
     runner = StepRunner(workspace.providers, journal, state.lineage, events)
     try:
         outcome.report = execute(
-            prepared.graph, prepared.plan.actionable, runner, parallelism=parallelism, events=events, stop=stop
+            graph, prepared.plan.actionable, runner, parallelism=parallelism, events=events, stop=stop
         )
         unresolved = _adopt_failed_creates(workspace, journal, runner, outcome)
     finally:

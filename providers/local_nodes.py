@@ -15,8 +15,10 @@ Layout under the local provider's root:
 A killed start can leave a `.tmp-` folder and a token marker whose node never appeared. A
 killed stop can leave a `.trash-` folder and the stopped node's marker. `sweep_leftovers`
 finds them, and removes them when apply starts. Every change takes the nodes lock, removes
-`.clean` before its first write and puts it back after its last, so a sweep that finds the
-marker under the lock has found that nothing was left half done, and reads no node at all.
+`.clean` before its first write and puts it back after its last, unless the marker was already
+missing or the change left files it could not remove. Only a sweep that removed every leftover
+creates a missing marker again. So when a sweep finds the marker under the lock, nothing was
+left half done, and the sweep reads no node at all.
 
 A network mount is a symbolic link from the node's root tree to the volume's `data/` folder,
 so a file written through the mount lands in the volume. An instance mount links to the
@@ -94,6 +96,8 @@ class LocalNodes:
         self._capabilities = capabilities
         self._claimed_volumes = claimed_volumes
         self._thread_lock = threading.Lock()
+        # Set by a change that could not remove all its files, so that the sweep looks for them.
+        self._left_files = False
         # Node metadata by id, with the identity of the file it was read from; see _peek.
         self._cache: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
 
@@ -160,6 +164,9 @@ class LocalNodes:
             if metadata.get("token"):
                 (self.folder / ".tokens" / _token_file(metadata["token"])).unlink(missing_ok=True)
             shutil.rmtree(trash, ignore_errors=True)
+            if os.path.lexists(trash):
+                log.warning("could not remove all files of stopped node %s from %s", node_id, trash)
+                self._left_files = True
             log.debug("stopped local node %s", node_id)
 
     def refresh(self, node_ids: Iterable[str]) -> dict[str, NodeFacts]:
@@ -208,7 +215,9 @@ class LocalNodes:
                     marker.unlink(missing_ok=True)
                 if staging or trash or markers:
                     fsync_directory(self.folder)
-                self._mark_clean()
+                # A folder that could not be removed keeps the marker away, so the next sweep tries again.
+                if not any(os.path.lexists(folder) for folder in [*staging, *trash]):
+                    self._mark_clean()
                 if staging or trash or markers or records or claims:
                     log.info(
                         "removed %d temporary and %d trash folders, %d token markers, %d mount records "
@@ -589,6 +598,9 @@ class LocalNodes:
         return metadata
 
     def _write(self, node_id: str, metadata: dict[str, Any]) -> None:
+        # The new file can get the old one's freed inode, and on a file system with coarse
+        # times (whole seconds on ext3 or HFS+) the same key, so the cache cannot tell them apart.
+        self._cache.pop(node_id, None)
         path = self._node_folder(node_id) / NODE_METADATA
         temporary = path.with_name(f".{NODE_METADATA}.tmp-{uuid.uuid4().hex[:8]}")
         _write_json(temporary, metadata)
@@ -610,18 +622,21 @@ class LocalNodes:
     def locked(self, *, changes: bool = True) -> Iterator[None]:
         """Hold the nodes lock, for this process's threads and for other processes.
 
-        With `changes`, the clean marker is removed before the body runs and put back only
-        when the body returns, so a body cut short by a kill or an error leaves it missing.
+        With `changes`, the clean marker is removed before the body runs. It is put back only
+        when the body returns and the marker was there before. So a body cut short by a kill or
+        an error leaves it missing until a sweep has removed what the body left.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._thread_lock:
             descriptor = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
-                if changes:
-                    self._mark_busy()
+                # Only a change that started clean may put the marker back, because a missing
+                # marker means another change may have left files until a sweep removes them.
+                was_clean = changes and (self._mark_busy() or self._is_unused())
+                self._left_files = False
                 yield
-                if changes:
+                if was_clean and not self._left_files:
                     self._mark_clean()
             finally:
                 os.close(descriptor)
@@ -629,13 +644,20 @@ class LocalNodes:
     def _is_clean(self) -> bool:
         return os.path.isfile(self.folder / CLEAN_MARKER)
 
-    def _mark_busy(self) -> None:
+    def _mark_busy(self) -> bool:
+        """Remove the clean marker; return whether it was there."""
         try:
             os.unlink(self.folder / CLEAN_MARKER)
         except FileNotFoundError:
-            return
+            return False
         # Durable before the change's first write, or a crash could keep the marker over a half-done change.
         fsync_directory(self.folder)
+        return True
+
+    def _is_unused(self) -> bool:
+        """Return whether the folder contains nothing but the lock file, as before the first change."""
+        with os.scandir(self.folder) as entries:
+            return all(entry.name == ".lock" for entry in entries)
 
     def _mark_clean(self) -> None:
         # Not synced: a marker lost in a crash only costs the next sweep a full read.
@@ -725,7 +747,12 @@ def _check_node_id(node_id: str) -> None:
 
 
 def _file_key(found: os.stat_result) -> tuple[int, ...]:
-    """Return what distinguishes one version of a file from the next: writes replace the file, so its inode changes."""
+    """Return what tells versions of a file apart: its device, inode, size and change times.
+
+    NOTE: a freed inode is often reused at once, so on a file system with coarse times a write
+    by another process within one tick, of a file of the same size, can keep the same key.
+    This process's own writes drop the cached entry instead (see _write).
+    """
     return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
