@@ -210,6 +210,24 @@ def test_volume_deleted_out_of_band(project: Path, local_root: Path) -> None:
     assert document["summary"]["drifted"] == 1
 
 
+def test_destroy_with_edited_volume_id_completes(project: Path, local_root: Path) -> None:
+    ids = _applied(project, "data", "keep")
+    state_path = project / "volplan.state.json"
+    state = json.loads(state_path.read_text())
+    for record in state["resources"]:
+        if record["address"] == "volume.data":
+            record["id"] = "~"
+    state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    result = run(project, "destroy", "-y")
+
+    assert result.exit_code == 0, result.output
+    assert "volume ~ was deleted outside volplan" in result.stdout
+    assert json.loads(state_path.read_text())["resources"] == []
+    assert not (local_root / ids["keep"]).exists()
+    assert (local_root / ids["data"]).exists()
+
+
 def test_volume_resized_out_of_band(project: Path, local_root: Path) -> None:
     ids = _applied(project, "data")
     _edit_metadata(local_root, ids["data"], size_gb=25)
