@@ -13,6 +13,7 @@ import threading
 import uuid
 
 from engine.actions import Action, Change, Record
+from engine.errors import VolumeNotFound
 from engine.executor import Events, StepOutcome
 from engine.planner import STATE_ONLY_FIELDS
 from engine.run_planner import RUN_KINDS
@@ -176,7 +177,12 @@ class StepRunner:
         assert before is not None
         provider = self.providers.by_kind(before["provider"], before["backend"])
         seq = self.journal.intent(change.address, Action.DELETE.value, before["id"], None)
-        provider.delete_volume(before["id"], before.get("region"))
+        try:
+            provider.delete_volume(before["id"], before.get("region"))
+        except VolumeNotFound as error:
+            # A provider reports a missing volume this way (the local one for an id it can never
+            # have, as in a state edited by hand), so there is nothing left to delete.
+            log.info("delete of %s (%s): %s", change.address, before["id"], error.detail)
         self._record(seq, change.address, None)
 
     def _deregister(self, change: Change) -> None:

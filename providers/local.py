@@ -234,10 +234,6 @@ class LocalProvider(Provider):
         return self._volume_facts(metadata)
 
     def delete_volume(self, volume_id: str, region: str | None = None) -> None:
-        if not isinstance(volume_id, str) or not VOLUME_ID.fullmatch(volume_id):
-            # Refresh reports such an id (from a state edited by hand) as gone, as AWS does, so its delete has nothing to do.
-            log.info("delete of %r: not a local volume id, so no such volume exists", volume_id)
-            return
         folder = self._volume_folder(volume_id)
         metadata = self._read_metadata(volume_id)
         if metadata is None:
