@@ -1,5 +1,5 @@
-"""Regression tests for the no-op plan speed work: the nodes folder's clean marker, the node
-metadata cache, and the loading and planning fast paths, each against what volplan did before."""
+"""The nodes folder's clean marker after changes cut short, the node metadata cache after
+rewrites, and a saved plan with a dependency cycle, which must write nothing."""
 
 from __future__ import annotations
 
