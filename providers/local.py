@@ -220,6 +220,8 @@ class LocalProvider(Provider):
         if name is not None:
             log.debug("renaming local volume %s from %s to %s", volume_id, metadata.get("name"), name)
             metadata["name"] = name
+            # A volume's address is volume.NAME, so the informational address follows the name.
+            metadata["address"] = f"volume.{name}"
         self._write_metadata(volume_id, metadata)
         return self._volume_facts(metadata)
 

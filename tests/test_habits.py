@@ -258,6 +258,7 @@ def test_rename_with_moved_keeps_volume(project: Path, provider: LocalProvider) 
     assert state["volume.dataset"]["id"] == volume_id
     assert state["volume.dataset"]["name"] == "dataset"
     assert provider.read_volume(volume_id).name == "dataset"
+    assert json.loads((provider.root / volume_id / "volume.json").read_text())["address"] == "volume.dataset"
     assert (provider.volume_data_path(volume_id) / "weights.bin").read_bytes() == b"model"
 
 
