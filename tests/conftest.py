@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
@@ -17,15 +16,6 @@ from click.testing import CliRunner
 from engine.cli import cli
 from providers.local import LocalProvider
 from tests.s3_server import aws_env, moto_endpoint, s3  # noqa: F401  (fixtures for the S3 state tests)
-
-
-@pytest.fixture(autouse=True)
-def _unfreeze_collected() -> Iterator[None]:
-    """Give what a test's commands froze (engine.collection) back to the collector.
-
-    A command's process ends with the command, but tests share one process."""
-    yield
-    gc.unfreeze()
 
 
 @dataclass
