@@ -23,7 +23,7 @@ _freeze_after_pauses = False
 
 
 def freeze_after_pauses() -> None:
-    """Make every later pause freeze what is alive when it ends; only for a one-command process."""
+    """Make every later pause freeze what is alive when it ends. Only for a process that runs one command."""
     global _freeze_after_pauses
     _freeze_after_pauses = True
 

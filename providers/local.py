@@ -587,7 +587,7 @@ def _describe_leftovers(folders: list[Path], root: Path, verb: str) -> list[str]
 
 
 def _facts(metadata: dict[str, Any], holders: list[str] | None = None) -> VolumeFacts:
-    """Return the facts of a volume.json; `holders`, when given, replaces its attachments."""
+    """Return the facts of a volume.json, with `holders` in place of its attachments when given."""
     attachments = tuple(metadata.get("attachments") or () if holders is None else holders)
     idle_since = None if attachments else metadata.get("last_detached_at") or metadata["created_at"]
     return VolumeFacts(
