@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +117,22 @@ def _write_volume(folder: Path, name: str) -> None:
     (folder / f"{name}.dstack.yml").write_text(
         f"type: volume\nname: {name}\nbackend: aws\nregion: eu-central-1\nsize: 1GB\n"
     )
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the size of the no-op plan project: --volumes, --runs and --repeat."""
+    parser.add_argument("--volumes", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=2_000, help="four-node tasks, each mounting four of the volumes")
+    parser.add_argument("--repeat", type=int, default=3)
+
+
+@contextmanager
+def applied_scale_project(volumes: int, runs: int) -> Iterator[tuple[Path, dict[str, str]]]:
+    """Write the project of write_scale_project in a temporary folder and apply it; yield the
+    project folder and the environment that points volplan at its local provider's folders."""
+    with tempfile.TemporaryDirectory(prefix="volplan-bench-") as scratch:
+        project = Path(scratch) / "project"
+        write_scale_project(project, volumes, runs)
+        env = {"VOLPLAN_LOCAL_ROOT": str(Path(scratch) / "root")}
+        run_measured(volplan_command(project, "apply", "--auto-approve", "--parallelism", "16"), env)
+        yield project, env

@@ -15,18 +15,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import (
     Measurement,
+    add_scale_arguments,
+    applied_scale_project,
     load_average,
     report,
     run_measured,
     spread,
     volplan_command,
-    write_scale_project,
 )
 
 _FLOOR = """
@@ -65,12 +65,7 @@ def measure_floor(project: Path) -> Measurement:
 
 def measure_noop_plan(volumes: int, runs: int, repeat: int) -> NoopFigures:
     """Apply a generated project, then time the floor and the no-op plan `repeat` times each."""
-    with tempfile.TemporaryDirectory(prefix="volplan-bench-") as scratch:
-        project = Path(scratch) / "project"
-        write_scale_project(project, volumes, runs)
-        env = {"VOLPLAN_LOCAL_ROOT": str(Path(scratch) / "root")}
-        run_measured(volplan_command(project, "apply", "--auto-approve", "--parallelism", "16"), env)
-
+    with applied_scale_project(volumes, runs) as (project, env):
         figures = NoopFigures(resources=volumes + runs * 9)
         for _ in range(repeat):
             figures.floor.append(measure_floor(project))
@@ -90,9 +85,7 @@ def describe(figures: NoopFigures) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--volumes", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=2_000, help="four-node tasks, each mounting four of the volumes")
-    parser.add_argument("--repeat", type=int, default=3)
+    add_scale_arguments(parser)
     arguments = parser.parse_args()
 
     figures = measure_noop_plan(arguments.volumes, arguments.runs, arguments.repeat)

@@ -18,10 +18,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from bench.common import load_average, report, run_measured, volplan_command, write_scale_project
+from bench.common import add_scale_arguments, applied_scale_project, load_average, report
 
 # (module, attribute, phase): each attribute is wrapped where the command looks it up.
 _PHASES = (
@@ -89,19 +88,13 @@ def measure_phases(project: Path, env: dict[str, str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--volumes", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=2_000, help="four-node tasks, each mounting four of the volumes")
-    parser.add_argument("--repeat", type=int, default=3)
+    add_scale_arguments(parser)
     arguments = parser.parse_args()
     command = (
         f"python -m bench.plan_phases --volumes {arguments.volumes} --runs {arguments.runs} --repeat {arguments.repeat}"
     )
 
-    with tempfile.TemporaryDirectory(prefix="volplan-bench-") as scratch:
-        project = Path(scratch) / "project"
-        write_scale_project(project, arguments.volumes, arguments.runs)
-        env = {"VOLPLAN_LOCAL_ROOT": str(Path(scratch) / "root")}
-        run_measured(volplan_command(project, "apply", "--auto-approve", "--parallelism", "16"), env)
+    with applied_scale_project(arguments.volumes, arguments.runs) as (project, env):
         runs = [measure_phases(project, {**os.environ, **env}) for _ in range(arguments.repeat)]
 
     phases = ["imports", *(phase for _, _, phase in _PHASES), "whole command"]
