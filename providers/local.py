@@ -413,16 +413,16 @@ class LocalProvider(Provider):
         """Return the volume's facts, attached only to the nodes that have a link to it, because an
         attach or detach killed half way leaves a claim in volume.json that no node backs."""
         if metadata.get("attachments"):
-            metadata = dict(metadata, attachments=self.nodes.live_holders(metadata["id"], metadata["attachments"]))
+            return _facts(metadata, self.nodes.live_holders(metadata["id"], metadata["attachments"]))
         return _facts(metadata)
 
     def _read_metadata(self, volume_id: str) -> dict[str, Any] | None:
         self._volume_folder(volume_id)
         path = self.path(f"{volume_id}/{METADATA}")
         try:
-            descriptor = _open_regular(str(path), os.O_RDONLY)
+            descriptor, size = _open_regular(str(path))
             try:
-                raw = read_bounded(descriptor, os.fstat(descriptor).st_size, _MAX_METADATA_BYTES)
+                raw = read_bounded(descriptor, size, _MAX_METADATA_BYTES)
             finally:
                 os.close(descriptor)
         except FileNotFoundError:
@@ -610,12 +610,14 @@ def _facts(metadata: dict[str, Any], holders: list[str] | None = None) -> Volume
 _MAX_METADATA_BYTES = 1024 * 1024
 
 
-def _open_regular(path: str, flags: int) -> int:
-    descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+def _open_regular(path: str) -> tuple[int, int]:
+    """Open a regular file for reading without following a link; return its descriptor and size."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    found = os.fstat(descriptor)
+    if not stat.S_ISREG(found.st_mode):
         os.close(descriptor)
         raise OSError(errno.EINVAL, "not a regular file")
-    return descriptor
+    return descriptor, found.st_size
 
 
 def _check_metadata(path: Path, volume_id: str, raw: bytes) -> dict[str, Any]:
