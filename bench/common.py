@@ -128,8 +128,10 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def applied_scale_project(volumes: int, runs: int) -> Iterator[tuple[Path, dict[str, str]]]:
-    """Write the project of write_scale_project in a temporary folder and apply it; yield the
-    project folder and the environment that points volplan at its local provider's folders."""
+    """Write the project of write_scale_project in a temporary folder and apply it.
+
+    Yields the project folder and the environment that points volplan at its local provider's folders.
+    """
     with tempfile.TemporaryDirectory(prefix="volplan-bench-") as scratch:
         project = Path(scratch) / "project"
         write_scale_project(project, volumes, runs)

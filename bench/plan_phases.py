@@ -3,8 +3,8 @@
 The script writes and applies the project of `bench.plan_noop` (`--volumes` volumes, `--runs`
 four-node tasks), then runs `volplan plan` `--repeat` times, each in a fresh interpreter. In
 that interpreter the functions that make up the phases are wrapped with `time.perf_counter`
-timers before the command runs, so the plan takes its usual path; the wrappers add about a
-microsecond per call to phases that are called once. The script prints the median of each
+timers before the command runs, so the plan takes its usual path. The wrappers add about a
+microsecond per call, and each phase is called once. The script prints the median of each
 phase over the repeats.
 
     python -m bench.plan_phases [--volumes 10000] [--runs 2000] [--repeat 3]

@@ -747,7 +747,7 @@ def _check_node_id(node_id: str) -> None:
 
 
 def _file_key(found: os.stat_result) -> tuple[int, ...]:
-    """Return what tells versions of a file apart: its device, inode, size and change times.
+    """Return the key that distinguishes versions of a file: its device, inode, size and change times.
 
     NOTE: a freed inode is often reused at once, so on a file system with coarse times a write
     by another process within one tick, of a file of the same size, can keep the same key.

@@ -272,10 +272,12 @@ def test_import_warns_other_lineage(project: Path, provider: LocalProvider) -> N
 
 
 def test_import_without_state_warns_lineage(project: Path, provider: LocalProvider) -> None:
-    made = provider.create_volume(VolumeSpec("volume.x", "outside", "aws", "eu-central-1", None, 100, {}, "other"), "t")
+    created = provider.create_volume(
+        VolumeSpec("volume.x", "outside", "aws", "eu-central-1", None, 100, {}, "other"), "t"
+    )
     volume_file(project, "data")
 
-    result = run(project, "import", "volume.data", made.id, "-y")
+    result = run(project, "import", "volume.data", created.id, "-y")
 
     assert result.exit_code == 0, result.output
     assert "was created by another state (lineage other)" in result.stdout
